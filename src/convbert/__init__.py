@@ -1,0 +1,23 @@
+"""ConvBERT in PyTorch: model, Hugging Face-compatible checkpoints, pretraining, fine-tuning, benchmarks."""
+
+from .config import PRESETS, ConfigError, ConvBertConfig
+from .errors import InputError
+from .model import (
+    ConvBertForMaskedLM,
+    ConvBertForMultipleChoice,
+    ConvBertForPreTraining,
+    ConvBertForQuestionAnswering,
+    ConvBertForSequenceClassification,
+    ConvBertForTokenClassification,
+    ConvBertModel,
+    HeadOutput,
+    QuestionAnsweringOutput,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS", "ConfigError", "ConvBertConfig", "InputError", "ConvBertModel", "ConvBertForMaskedLM",
+    "ConvBertForPreTraining", "ConvBertForSequenceClassification", "ConvBertForTokenClassification",
+    "ConvBertForQuestionAnswering", "ConvBertForMultipleChoice", "HeadOutput", "QuestionAnsweringOutput",
+]

@@ -1,0 +1,403 @@
+"""ConvBERT (Jiang et al., 2020): embeddings, mixed attention, grouped FFN, encoder and task heads.
+
+The math is transformers' `modeling_convbert.py` (= the official TF code for head_ratio 2), computed
+without its `unfold` buffer and transposes; parameter names match transformers' state-dict keys.
+Shapes: B batch, T length, d hidden, E embedding, Hn attention heads (= conv heads), hs head size,
+A = Hn * hs (the bottleneck width, d / 2), K kernel size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ConvBertConfig
+from .errors import InputError
+
+ACT = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "tanh": torch.tanh,
+       "gelu_new": lambda x: F.gelu(x, approximate="tanh")}
+
+
+@dataclass
+class HeadOutput:
+    logits: Tensor
+    loss: Tensor | None = None
+
+
+@dataclass
+class QuestionAnsweringOutput:
+    logits: Tensor  # (B, T, 2): start and end logits
+    start_logits: Tensor  # (B, T)
+    end_logits: Tensor  # (B, T)
+    loss: Tensor | None = None
+
+
+# ------------------------------------------------------------------------------------------ blocks
+class Embeddings(nn.Module):
+    def __init__(self, c: ConvBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=c.pad_token_id)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.embedding_size)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.embedding_size)
+        self.LayerNorm = nn.LayerNorm(c.embedding_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        T = input_ids.shape[1]
+        positions = torch.arange(T, device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) \
+            + self.token_type_embeddings(token_type_ids)  # (B, T, E)
+        return self.dropout(self.LayerNorm(x))
+
+
+class SeparableConv1D(nn.Module):
+    """Span-aware key: depthwise conv over time (d channels, no bias), pointwise d -> A, then a bias."""
+
+    def __init__(self, d: int, out: int, K: int):
+        super().__init__()
+        self.depthwise = nn.Conv1d(d, d, K, groups=d, padding=K // 2, bias=False)  # weight (d, 1, K)
+        self.pointwise = nn.Conv1d(d, out, 1, bias=False)  # weight (A, d, 1)
+        self.bias = nn.Parameter(torch.zeros(out, 1))  # (A, 1) as in transformers
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, d) -> (B, T, A)
+        w = self.depthwise.weight
+        h = F.conv1d(x.transpose(1, 2), w, padding=w.shape[-1] // 2, groups=w.shape[0])  # (B, d, T)
+        return F.linear(h.transpose(1, 2), self.pointwise.weight.squeeze(-1), self.bias.squeeze(-1))
+
+
+def lightweight_conv(v: Tensor, kernel: Tensor) -> Tensor:
+    """out[b,t,h,:] = sum_j kernel[b,t,h,j] * v[b, t + j - K//2, h, :], zero outside the sequence.
+
+    v: (B, T, Hn, hs); kernel: (B, T, Hn, K) or (Hn, K), already normalised over K.
+    A weighted sum of K shifted slices of the padded sequence: no K-times buffer, no transposes.
+    """
+    T, K = v.shape[1], kernel.shape[-1]
+    vp = F.pad(v, (0, 0, 0, 0, K // 2, K // 2))  # (B, T + K - 1, Hn, hs)
+    out = vp[:, 0:T] * kernel[..., 0:1]
+    for j in range(1, K):
+        out = out + vp[:, j:j + T] * kernel[..., j:j + 1]
+    return out  # (B, T, Hn, hs)
+
+
+class MixedAttention(nn.Module):
+    """Hn self-attention heads and Hn dynamic-convolution heads on a d/2 bottleneck, concatenated to d."""
+
+    def __init__(self, c: ConvBertConfig):
+        super().__init__()
+        d, A, K = c.hidden_size, c.all_head_size, c.conv_kernel_size
+        self.conv_type, self.heads, self.head_size, self.K = c.conv_type, c.attention_heads, c.head_size, K
+        self.dropout_p = c.attention_probs_dropout_prob
+        self.query, self.key, self.value = nn.Linear(d, A), nn.Linear(d, A), nn.Linear(d, A)
+        if c.conv_type == "sdconv":
+            self.key_conv_attn_layer = SeparableConv1D(d, A, K)
+        if c.conv_type in ("sdconv", "dconv"):
+            self.conv_kernel_layer = nn.Linear(A, self.heads * K)
+        if c.conv_type == "lconv":
+            self.conv_kernel = nn.Parameter(torch.zeros(self.heads, K))  # one kernel per head, all positions
+        if c.conv_type != "noconv":
+            self.conv_out_layer = nn.Linear(d, A)  # the conv branch's value projection
+
+    def forward(self, x: Tensor, mask: Tensor | None, conv_mask: Tensor | None) -> Tensor:
+        """x (B, T, d); mask (B, 1, 1, T) bool, True = attend; conv_mask (B, T, 1) zeroes pads or None."""
+        B, T, _ = x.shape
+        Hn, hs = self.heads, self.head_size
+        q = self.query(x)  # (B, T, A)
+        k = self.key(x).view(B, T, Hn, hs).transpose(1, 2)  # (B, Hn, T, hs)
+        v = self.value(x).view(B, T, Hn, hs).transpose(1, 2)
+        ctx = F.scaled_dot_product_attention(q.view(B, T, Hn, hs).transpose(1, 2), k, v, attn_mask=mask,
+                                             dropout_p=self.dropout_p if self.training else 0.0)
+        ctx = ctx.transpose(1, 2)  # (B, T, Hn, hs)
+        if self.conv_type == "noconv":
+            return ctx.reshape(B, T, Hn * hs)
+
+        xc = x if conv_mask is None else x * conv_mask
+        if self.conv_type == "sdconv":
+            kernel = self.conv_kernel_layer(q * self.key_conv_attn_layer(xc)).view(B, T, Hn, self.K)
+        elif self.conv_type == "dconv":
+            kernel = self.conv_kernel_layer(q).view(B, T, Hn, self.K)
+        else:
+            kernel = self.conv_kernel  # (Hn, K)
+        kernel = kernel.softmax(-1)  # (B, T, Hn, K) or (Hn, K)
+        vc = self.conv_out_layer(x)  # (B, T, A): computed from the unmasked input, as in transformers
+        if conv_mask is not None:
+            vc = vc * conv_mask
+        conv = lightweight_conv(vc.view(B, T, Hn, hs), kernel)  # (B, T, Hn, hs)
+        return torch.cat([ctx, conv], dim=2).view(B, T, 2 * Hn * hs)  # attention heads first, then conv
+
+
+class GroupedLinear(nn.Module):
+    """Block-diagonal linear: input split into G chunks, chunk g times weight[g], outputs concatenated."""
+
+    def __init__(self, n_in: int, n_out: int, groups: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(groups, n_in // groups, n_out // groups))  # (G, in/G, out/G)
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out)
+        G, n_in = self.weight.shape[0], self.weight.shape[1]
+        parts = [x[..., g * n_in:(g + 1) * n_in] @ self.weight[g] for g in range(G)]  # G x (..., out/G)
+        return torch.cat(parts, dim=-1) + self.bias
+
+
+def linear(n_in: int, n_out: int, groups: int) -> nn.Module:
+    return nn.Linear(n_in, n_out) if groups == 1 else GroupedLinear(n_in, n_out, groups)
+
+
+class DenseAddNorm(nn.Module):
+    """LayerNorm(residual + dropout(dense(h))): transformers' SelfOutput / Output."""
+
+    def __init__(self, n_in: int, d: int, groups: int, c: ConvBertConfig):
+        super().__init__()
+        self.dense = linear(n_in, d, groups)
+        self.LayerNorm = nn.LayerNorm(d, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, h: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(h)))
+
+
+class Layer(nn.Module):
+    def __init__(self, c: ConvBertConfig):
+        super().__init__()
+        d = c.hidden_size
+        self.attention = nn.ModuleDict({"self": MixedAttention(c), "output": DenseAddNorm(d, d, 1, c)})
+        self.intermediate = nn.ModuleDict({"dense": linear(d, c.intermediate_size, c.num_groups)})
+        self.output = DenseAddNorm(c.intermediate_size, d, c.num_groups, c)
+        self.act = ACT[c.hidden_act]
+
+    def forward(self, x: Tensor, mask: Tensor | None, conv_mask: Tensor | None) -> Tensor:  # (B, T, d)
+        h = self.attention["output"](self.attention["self"](x, mask, conv_mask), x)
+        return self.output(self.act(self.intermediate["dense"](h)), h)  # (B, T, d)
+
+
+# ------------------------------------------------------------------------------------------ models
+class PreTrained(nn.Module):
+    """Shared construction, init and I/O of every class below (the logic lives in `convbert.hub`)."""
+
+    base_model_prefix = "convbert"
+
+    def __init__(self, config: ConvBertConfig):
+        super().__init__()
+        self.config = config
+
+    def init_weights(self) -> None:
+        """transformers' init: normal(initializer_range) weights, zero biases, unit LayerNorm, zero pad row."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv1d, GroupedLinear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=std)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+                if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                    with torch.no_grad():
+                        m.weight[m.padding_idx].zero_()
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, SeparableConv1D):
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, MixedAttention) and m.conv_type == "lconv":
+                nn.init.normal_(m.conv_kernel, std=std)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Heads that share a weight with the embeddings re-tie it here."""
+
+    def save_pretrained(self, out_dir: str | Path, tokenizer=None) -> None:
+        from .hub import save_pretrained
+        save_pretrained(self, out_dir, tokenizer=tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, output_loading_info: bool = False, **config_overrides):
+        from .hub import from_pretrained
+        return from_pretrained(cls, model_dir, output_loading_info=output_loading_info, **config_overrides)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+class ConvBertModel(PreTrained):
+    """The bare encoder: (input_ids, attention_mask, token_type_ids) -> last hidden state (B, T, d)."""
+
+    def __init__(self, config: ConvBertConfig):
+        super().__init__(config)
+        self.embeddings = Embeddings(config)
+        if config.embedding_size != config.hidden_size:
+            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        B, T = input_ids.shape
+        if T > self.config.max_position_embeddings:
+            raise InputError(f"sequence length {T} exceeds max_position_embeddings "
+                             f"{self.config.max_position_embeddings}; truncate the input")
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
+        if hasattr(self, "embeddings_project"):
+            x = self.embeddings_project(x)  # (B, T, d)
+        mask = conv_mask = None
+        if attention_mask is not None:
+            keep = attention_mask.bool()
+            mask = keep[:, None, None, :]  # (B, 1, 1, T)
+            if self.config.mask_conv_padding:
+                conv_mask = keep[..., None].to(x.dtype)  # (B, T, 1)
+        for layer in self.encoder.layer:
+            x = layer(x, mask, conv_mask)
+        return x
+
+
+class ConvBertForMaskedLM(PreTrained):
+    """The generator: MLM logits over the vocabulary, output layer tied to the word embeddings."""
+
+    tied = {"generator_lm_head.weight": "convbert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: ConvBertConfig):
+        super().__init__(config)
+        self.convbert = ConvBertModel(config)
+        self.generator_predictions = nn.ModuleDict({
+            "dense": nn.Linear(config.hidden_size, config.embedding_size),
+            "LayerNorm": nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)})
+        self.generator_lm_head = nn.Linear(config.embedding_size, config.vocab_size)
+        self.init_weights()
+
+    def tie_weights(self) -> None:
+        self.generator_lm_head.weight = self.convbert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+        h = self.convbert(input_ids, attention_mask, token_type_ids)
+        p = self.generator_predictions
+        logits = self.generator_lm_head(p["LayerNorm"](F.gelu(p["dense"](h))))  # (B, T, V)
+        loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        return HeadOutput(logits, loss)
+
+
+class ConvBertForPreTraining(PreTrained):
+    """The discriminator: a replaced-token-detection logit per token (ELECTRA's head names)."""
+
+    def __init__(self, config: ConvBertConfig):
+        super().__init__(config)
+        self.convbert = ConvBertModel(config)
+        self.discriminator_predictions = nn.ModuleDict({
+            "dense": nn.Linear(config.hidden_size, config.hidden_size),
+            "dense_prediction": nn.Linear(config.hidden_size, 1)})
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+        h = self.convbert(input_ids, attention_mask, token_type_ids)
+        p = self.discriminator_predictions
+        logits = p["dense_prediction"](ACT[self.config.hidden_act](p["dense"](h))).squeeze(-1)  # (B, T)
+        loss = None
+        if labels is not None:  # BCE averaged over real (non-pad) tokens
+            keep = torch.ones_like(labels, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+            loss = F.binary_cross_entropy_with_logits(logits[keep].float(), labels[keep].float())
+        return HeadOutput(logits, loss)
+
+
+def classification_loss(config: ConvBertConfig, logits: Tensor, labels: Tensor) -> Tensor:
+    """MSE for num_labels 1 (regression), cross-entropy for integer labels, BCE for multi-label floats."""
+    problem = config.problem_type
+    if problem is None:
+        problem = ("regression" if config.num_labels == 1 else "single_label_classification"
+                   if not labels.is_floating_point() else "multi_label_classification")
+    logits = logits.float()
+    if problem == "regression":
+        return F.mse_loss(logits.squeeze(-1), labels.float().view(-1)) if config.num_labels == 1 \
+            else F.mse_loss(logits, labels.float())
+    if problem == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+class ConvBertForSequenceClassification(PreTrained):
+    """[CLS] -> dropout -> dense -> act -> dropout -> out_proj (transformers' ELECTRA-style head)."""
+
+    def __init__(self, config: ConvBertConfig):
+        super().__init__(config)
+        self.convbert = ConvBertModel(config)
+        p = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+        self.classifier = nn.ModuleDict({
+            "dense": nn.Linear(config.hidden_size, config.hidden_size),
+            "dropout": nn.Dropout(p),
+            "out_proj": nn.Linear(config.hidden_size, config.num_labels)})
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+        c = self.classifier
+        x = c["dropout"](self.convbert(input_ids, attention_mask, token_type_ids)[:, 0])  # (B, d)
+        logits = c["out_proj"](c["dropout"](ACT[self.config.hidden_act](c["dense"](x))))  # (B, num_labels)
+        return HeadOutput(logits, None if labels is None else classification_loss(self.config, logits, labels))
+
+
+class ConvBertForTokenClassification(PreTrained):
+    def __init__(self, config: ConvBertConfig):
+        super().__init__(config)
+        self.convbert = ConvBertModel(config)
+        p = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+        """labels (B, T) with -100 on positions to ignore (pads, non-first subwords)."""
+        logits = self.classifier(self.dropout(self.convbert(input_ids, attention_mask, token_type_ids)))
+        loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        return HeadOutput(logits, loss)  # logits (B, T, num_labels)
+
+
+class ConvBertForQuestionAnswering(PreTrained):
+    def __init__(self, config: ConvBertConfig):
+        super().__init__(config.replace(num_labels=2, id2label=None))
+        self.convbert = ConvBertModel(self.config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, start_positions: Tensor | None = None,
+                end_positions: Tensor | None = None) -> QuestionAnsweringOutput:
+        logits = self.qa_outputs(self.convbert(input_ids, attention_mask, token_type_ids))  # (B, T, 2)
+        start, end = logits[..., 0], logits[..., 1]
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            T = logits.shape[1]  # positions outside the sequence are ignored, as in transformers
+            s, e = start_positions.view(-1).clamp(0, T), end_positions.view(-1).clamp(0, T)
+            loss = (F.cross_entropy(start.float(), s, ignore_index=T)
+                    + F.cross_entropy(end.float(), e, ignore_index=T)) / 2
+        return QuestionAnsweringOutput(logits, start, end, loss)
+
+
+class ConvBertForMultipleChoice(PreTrained):
+    """Scores each of C choices from the hidden state of its *last* position, as transformers does."""
+
+    def __init__(self, config: ConvBertConfig):
+        super().__init__(config)
+        self.convbert = ConvBertModel(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+        """input_ids (B, C, T); labels (B,) the index of the right choice."""
+        B, C, T = input_ids.shape
+        flat = [None if t is None else t.reshape(B * C, T) for t in (attention_mask, token_type_ids)]
+        h = self.convbert(input_ids.reshape(B * C, T), *flat)  # (B*C, T, d)
+        logits = self.classifier(h[:, -1]).view(B, C)
+        return HeadOutput(logits, None if labels is None else F.cross_entropy(logits.float(), labels))
+
+
+HEADS: dict[str, type[PreTrained]] = {cls.__name__: cls for cls in (
+    ConvBertModel, ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertForSequenceClassification,
+    ConvBertForTokenClassification, ConvBertForQuestionAnswering, ConvBertForMultipleChoice)}
+
