@@ -1,0 +1,41 @@
+"""`convbert` command line: one subcommand per job; bad input exits 2 with a message naming the problem."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__, flops, pretrain, pretrain_data, tokenizer
+from .errors import InputError
+
+COMMANDS = (tokenizer, pretrain_data, pretrain, flops)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convbert", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"convbert {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not hasattr(args, "func"):  # a command group given without its subcommand
+        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        print(f"convbert: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

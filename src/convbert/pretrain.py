@@ -1,0 +1,393 @@
+"""`convbert pretrain`: ELECTRA replaced-token detection (or MLM) on prepared shards.
+
+One process:       convbert pretrain --data shards/ --out runs/small --preset small --batch-size 128
+One node, 8 GPUs:  torchrun --nproc_per_node 8 -m convbert pretrain --data shards/ --out runs/small ...
+Several nodes:     torchrun --nnodes 2 --node_rank R --rdzv_backend c10d --rdzv_endpoint HOST:PORT \
+                       --nproc_per_node 8 -m convbert pretrain ...
+The global batch (--batch-size) is split over ranks, then into micro-batches (--micro-batch-size) with
+gradient accumulation. Every rank reads its own slice of each global batch; masks and generator samples
+depend only on (seed, step, example), so runs agree whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .config import ConvBertConfig
+from .electra import ElectraPretrainer, example_seeds, generator_config, summarize
+from .errors import InputError
+from .fileio import atomic_write_json
+from .flops import pretraining_flops
+from .pretrain_data import PretrainShards, vocab_hash
+from .tokenizer import ConvBertTokenizer
+from .train_utils import (
+    PRECISIONS,
+    all_reduce_sum,
+    autocast,
+    barrier,
+    find_checkpoints,
+    grad_scaler,
+    linear_schedule,
+    load_checkpoint,
+    make_optimizer,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+)
+
+log = logging.getLogger(__name__)
+
+RECIPE = {  # paper / official configure_pretraining.py: learning rate and generator fraction per size
+    "small": (3e-4, 1 / 4), "medium-small": (5e-4, 1 / 4), "base": (2e-4, 1 / 3), "tiny": (1e-3, 1 / 2)}
+LOG_FIELDS = ("step", "lr", "loss", "mlm_loss", "disc_loss", "gen_acc", "disc_acc", "disc_precision",
+              "disc_recall", "replaced_frac", "tokens_per_s", "train_flops", "elapsed_s", "skipped")
+
+
+@dataclass
+class PretrainConfig:
+    data: str  # directory written by `convbert data prepare`
+    out: str  # run directory: checkpoints, logs, final model dirs
+    tokenizer: str | None = None  # default: the tokenizer the shards were built with
+    preset: str = "small"  # discriminator size
+    model: dict[str, Any] = field(default_factory=dict)  # ConvBertConfig overrides, e.g. {"conv_type": "noconv"}
+    objective: str = "electra"  # electra | mlm
+    generator_fraction: float | None = None  # generator hidden size / discriminator's (default per preset)
+    disc_weight: float = 50.0
+    mask_prob: float = 0.15
+    batch_size: int = 128  # global batch, over all ranks and micro-batches
+    micro_batch_size: int | None = None  # per rank and forward pass (default: batch_size / world size)
+    max_steps: int = 1000
+    lr: float | None = None  # default per preset
+    warmup_steps: int | None = None  # default: 10% of max_steps, at most 10,000
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-6
+    max_grad_norm: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    compile: bool = False
+    save_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    seed: int = 0
+    resume: str = "auto"  # auto | none | a step-XXXXXXXX dir
+    device: str | None = None  # cpu | cuda (default: cuda when available)
+    max_bad_steps: int = 10  # consecutive NaN/inf losses before the run stops
+
+    def resolved(self) -> PretrainConfig:
+        lr, fraction = RECIPE.get(self.preset, (3e-4, 1 / 4))
+        warmup = self.warmup_steps if self.warmup_steps is not None else min(10_000, self.max_steps // 10)
+        c = dataclasses.replace(self, lr=self.lr or lr, generator_fraction=self.generator_fraction or fraction,
+                                warmup_steps=warmup)
+        if c.objective not in ("electra", "mlm"):
+            raise InputError(f"objective must be electra or mlm, not {c.objective!r}")
+        if c.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, not {c.precision!r}")
+        for name in ("batch_size", "max_steps", "save_every", "log_every"):
+            if getattr(c, name) < 1:
+                raise InputError(f"{name} must be >= 1")
+        return c
+
+
+class Batches:
+    """Global batch `step` = examples [step x B, (step + 1) x B) of an endless stream of epochs, each a
+    permutation seeded by (seed, epoch); rank r takes the r-th contiguous slice."""
+
+    def __init__(self, shards: PretrainShards, batch_size: int, seed: int, rank: int, world: int):
+        self.shards, self.n, self.batch, self.seed = shards, len(shards), batch_size, seed
+        self.rank, self.world = rank, world
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n))
+        return self._perm[1]
+
+    def local(self, step: int) -> np.ndarray:
+        """Global stream positions of this rank's part of batch `step`."""
+        per_rank = self.batch // self.world
+        start = step * self.batch + self.rank * per_rank
+        return np.arange(start, start + per_rank)
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        return np.array([self.order(int(p) // self.n)[int(p) % self.n] for p in positions], dtype=np.int64)
+
+
+def build_configs(cfg: PretrainConfig, vocab_size: int, seq_len: int) -> tuple[ConvBertConfig, ConvBertConfig]:
+    overrides = {"vocab_size": vocab_size, **cfg.model}
+    disc = ConvBertConfig.preset(cfg.preset, **overrides)
+    if disc.max_position_embeddings < seq_len:
+        raise InputError(f"{cfg.data}: sequences of {seq_len} tokens exceed max_position_embeddings "
+                         f"{disc.max_position_embeddings}")
+    return disc, generator_config(disc, cfg.generator_fraction)
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    """Train, checkpoint and export; returns the run directory."""
+    cfg = cfg.resolved()
+    d = setup_distributed(cfg.device)
+    out = Path(cfg.out)
+    if cfg.batch_size % d.world_size:
+        raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {d.world_size} processes")
+    per_rank = cfg.batch_size // d.world_size
+    micro = cfg.micro_batch_size or per_rank
+    if per_rank % micro:
+        raise InputError(f"micro_batch_size {micro} does not divide the per-process batch {per_rank}")
+    accum = per_rank // micro
+
+    shards = PretrainShards(cfg.data)
+    tok_dir = cfg.tokenizer or shards.manifest["tokenizer"]["path"]
+    tokenizer = ConvBertTokenizer.from_pretrained(tok_dir)
+    shards.check_tokenizer(tokenizer.vocab_size, vocab_hash(_tokens(tokenizer)))
+    disc_cfg, gen_cfg = build_configs(cfg, tokenizer.vocab_size, shards.max_seq_length)
+
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    model = ElectraPretrainer(disc_cfg, gen_cfg, cfg.objective, cfg.disc_weight, cfg.mask_prob).to(d.device)
+    torch.manual_seed(cfg.seed + 1 + d.rank)  # dropout streams differ per rank
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.adam_eps, device=d.device)
+    scheduler = linear_schedule(optimizer, cfg.warmup_steps, cfg.max_steps)
+    scaler = grad_scaler(cfg.precision, d.device)
+    start = resume(cfg, out, model, optimizer, scheduler, scaler, d)
+    if cfg.compile:
+        for m in (model.generator.convbert, getattr(model, "discriminator", model.generator).convbert):
+            m.compile()
+    net = DistributedDataParallel(model) if d.world_size > 1 else model
+
+    special = torch.zeros(tokenizer.vocab_size, dtype=torch.bool, device=d.device)
+    special[sorted(tokenizer.special_token_ids)] = True
+    batches = Batches(shards, cfg.batch_size, cfg.seed, d.rank, d.world_size)
+    step_flops = pretraining_flops(disc_cfg, gen_cfg if cfg.objective == "electra" else None, cfg.batch_size,
+                                   shards.max_seq_length, 1)
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "pretrain_config.json", {**dataclasses.asdict(cfg), "world_size": d.world_size,
+                                                        "discriminator": disc_cfg.to_dict(),
+                                                        "generator": gen_cfg.to_dict()})
+    logger = RunLog(out, d.is_main, start)
+    bar = tqdm(total=cfg.max_steps, initial=start, disable=not d.is_main, desc="pretrain", unit="step")
+    bad, sums, t0, tokens = 0, {}, time.perf_counter(), 0
+    for step in range(start, cfg.max_steps):
+        positions = batches.local(step)
+        losses = torch.zeros(3, device=d.device)
+        for i in range(accum):
+            pos = positions[i * micro:(i + 1) * micro]
+            arrays = shards[batches.rows(pos)]
+            ids, mask, types = (torch.from_numpy(arrays[k]).to(d.device)
+                                for k in ("input_ids", "attention_mask", "token_type_ids"))
+            sync = i == accum - 1 or d.world_size == 1
+            ctx = net.no_sync() if not sync else contextlib.nullcontext()
+            with ctx, autocast(cfg.precision, d.device):
+                res = net(ids, mask, types, special, tokenizer.mask_token_id, example_seeds(cfg.seed, step, pos))
+            scaler.scale(res.loss / accum).backward()
+            losses += torch.stack([res.loss.detach(), res.mlm_loss.detach(), res.disc_loss.detach()]) / accum
+            for k, v in res.stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            tokens += int(mask.sum())
+        finite = all_reduce_sum({"ok": float(torch.isfinite(losses).all())}, d)["ok"] == d.world_size
+        if finite:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            bad = 0
+        else:
+            bad += 1
+            log.warning("step %d: non-finite loss %s, step skipped (%d in a row)", step, losses.tolist(), bad)
+            if bad >= cfg.max_bad_steps:
+                raise RuntimeError(f"{bad} non-finite losses in a row at step {step}; stopping. The last good "
+                                   f"checkpoint in {out} is intact: lower the learning rate or use bf16/fp32.")
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        bar.update(1)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            agg = all_reduce_sum({**sums, "tokens_seen": tokens}, d)
+            elapsed = time.perf_counter() - t0
+            row = {"step": done, "lr": scheduler.get_last_lr()[0], "loss": losses[0].item(),
+                   "mlm_loss": losses[1].item(), "disc_loss": losses[2].item(), **summarize(agg),
+                   "tokens_per_s": agg["tokens_seen"] / max(elapsed, 1e-9), "train_flops": step_flops * done,
+                   "elapsed_s": logger.elapsed + elapsed, "skipped": int(not finite)}
+            logger.write(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", disc_acc=f"{row.get('disc_acc', float('nan')):.3f}",
+                            tok_s=f"{row['tokens_per_s']:.0f}")
+            sums, tokens, t0 = {}, 0, time.perf_counter()
+            logger.elapsed = row["elapsed_s"]
+        if done % cfg.save_every == 0 or done == cfg.max_steps:
+            checkpoint(out, done, model, optimizer, scheduler, scaler, d, cfg, logger.elapsed)
+    bar.close()
+    if d.is_main:
+        export(model, tokenizer, out)
+    barrier(d)
+    return out
+
+
+def _tokens(tokenizer: ConvBertTokenizer) -> list[str]:
+    vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
+    return sorted(vocab, key=vocab.__getitem__)
+
+
+class RunLog:
+    """log.csv always (appended across resumes, rows after the resume point dropped); TensorBoard if installed."""
+
+    def __init__(self, out: Path, active: bool, start: int):
+        self.active, self.path, self.elapsed = active, out / "log.csv", 0.0
+        self.tb = None
+        if not active:
+            return
+        if self.path.exists():  # keep the rows up to the checkpoint we resumed from
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+            self.elapsed = float(rows[-1]["elapsed_s"]) if rows else 0.0
+            self._rewrite(rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            pass
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        if not self.path.exists():
+            self._rewrite([])
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore").writerow(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, row["step"])
+
+
+def checkpoint(out: Path, step: int, model, optimizer, scheduler, scaler, d, cfg: PretrainConfig,
+               elapsed: float) -> None:
+    states = [rng_state(d)]
+    if d.world_size > 1:  # rank 0 writes every rank's RNG state
+        gathered = [None] * d.world_size
+        torch.distributed.all_gather_object(gathered, states[0])
+        states = gathered
+    if d.is_main:
+        save_checkpoint(out, step, model, optimizer, scheduler, scaler, d,
+                        {"examples_seen": step * cfg.batch_size, "elapsed_s": elapsed,
+                         "config": dataclasses.asdict(cfg)}, keep=cfg.keep_checkpoints, rng_per_rank=states)
+    barrier(d)
+
+
+def resume(cfg: PretrainConfig, out: Path, model, optimizer, scheduler, scaler, d) -> int:
+    """Load the newest complete checkpoint (--resume auto) or a given one; returns the step to start from."""
+    if cfg.resume == "none":
+        return 0
+    candidates = [Path(cfg.resume)] if cfg.resume != "auto" else find_checkpoints(out)
+    for path in candidates:
+        try:
+            info = load_checkpoint(path, model, optimizer, scheduler, scaler, d)
+        except InputError as e:
+            if cfg.resume != "auto":
+                raise
+            log.warning("skipping %s: %s", path, e)
+            continue
+        log.info("resumed from %s (step %d)", path, info["step"])
+        return int(info["step"])
+    return 0
+
+
+def export(model: ElectraPretrainer, tokenizer: ConvBertTokenizer, out: Path) -> None:
+    """Hugging Face dirs: OUT/discriminator (ConvBertForPreTraining) and OUT/generator (ConvBertForMaskedLM)."""
+    if model.objective == "electra":
+        model.discriminator.save_pretrained(out / "discriminator", tokenizer=tokenizer)
+    model.generator.save_pretrained(out / "generator", tokenizer=tokenizer)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    """--config FILE (JSON, or YAML when PyYAML is installed), then the flags given, then --set key=value."""
+    values: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        try:
+            text = path.read_text(encoding="utf-8")
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+                values = yaml.safe_load(text) or {}
+            else:
+                values = json.loads(text)
+        except (OSError, ValueError, ImportError) as e:
+            raise InputError(f"{path}: cannot read config: {e}") from None
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    for name in names:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise InputError(f"--set {item!r}: expected key=value")
+        if key.startswith("model."):
+            values.setdefault("model", {})[key[6:]] = _parse_value(raw)
+        elif key in names:
+            values[key] = _parse_value(raw)
+        else:
+            raise InputError(f"--set {key}: unknown setting (known: {', '.join(sorted(names))}, model.*)")
+    unknown = set(values) - names
+    if unknown:
+        raise InputError(f"unknown settings: {', '.join(sorted(unknown))}")
+    for req in ("data", "out"):
+        if req not in values:
+            raise InputError(f"--{req} is required")
+    try:
+        return PretrainConfig(**values)
+    except TypeError as e:
+        raise InputError(str(e)) from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("pretrain", help="pretrain a ConvBERT (ELECTRA replaced-token detection or MLM)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="JSON/YAML file with any of the settings below")
+    p.add_argument("--data", help="shards from `convbert data prepare`")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--tokenizer", help="tokenizer dir (default: the one the shards were built with)")
+    p.add_argument("--preset", help="small | medium-small | base | tiny (default small)")
+    p.add_argument("--objective", choices=("electra", "mlm"))
+    p.add_argument("--generator-fraction", dest="generator_fraction", type=float)
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="global batch (default 128)")
+    p.add_argument("--micro-batch-size", dest="micro_batch_size", type=int)
+    p.add_argument("--max-steps", dest="max_steps", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--save-every", dest="save_every", type=int)
+    p.add_argument("--log-every", dest="log_every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", help="auto (default) | none | a checkpoint dir")
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any setting, or model.FIELD=VALUE for the model config (e.g. model.conv_type=noconv)")
+    p.set_defaults(func=lambda args: (pretrain(config_from_args(args)), 0)[1])

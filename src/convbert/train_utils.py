@@ -1,0 +1,243 @@
+"""Training pieces shared by pretraining and fine-tuning: processes, optimizer, schedule, precision, checkpoints.
+
+Checkpoints hold no pickles: weights and optimizer tensors in safetensors, everything else in JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import InputError
+from .fileio import atomic_dir
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+# ------------------------------------------------------------------------------------------ processes
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str | None = None) -> Dist:
+    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK (single process when unset); gloo on CPU, nccl on GPU."""
+    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(device=torch.device(want))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if want == "cuda":
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if want == "cuda" else "gloo")
+    return Dist(rank, world, local, torch.device(f"cuda:{local}" if want == "cuda" else "cpu"))
+
+
+def all_reduce_sum(values: dict[str, float], d: Dist) -> dict[str, float]:
+    if d.world_size == 1 or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return dict(zip(values, t.tolist()))
+
+
+def barrier(d: Dist) -> None:
+    if d.world_size > 1:
+        dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------ optimisation
+def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None,
+                 num_layers: int | None = None) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases and LayerNorm; optional layer-wise LR decay (ELECTRA fine-tuning).
+
+    With layer_decay, encoder layer i gets lr x decay^(L - i), the embeddings lr x decay^(L + 1) and the
+    task head lr (ELECTRA's `_get_layer_lrs`, without its off-by-one on the embeddings).
+    """
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        decay = 0.0 if (p.ndim < 2 or "LayerNorm" in name or name.endswith("bias")) else weight_decay
+        scale = 1.0
+        if layer_decay is not None:
+            m = re.search(r"encoder\.layer\.(\d+)\.", name)
+            if m:
+                scale = layer_decay ** (num_layers - int(m.group(1)))
+            elif "embeddings" in name:
+                scale = layer_decay ** (num_layers + 1)
+        groups.setdefault((lr * scale, decay), []).append(p)
+    return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01, eps: float = 1e-6,
+                   betas: tuple[float, float] = (0.9, 0.999), layer_decay: float | None = None,
+                   num_layers: int | None = None, device: torch.device | None = None) -> torch.optim.AdamW:
+    groups = param_groups(model, lr, weight_decay, layer_decay, num_layers)
+    fused = device is not None and device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused or None)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warmup from 0, then linear decay to 0 at total_steps."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def autocast(precision: str, device: torch.device):
+    """torch.autocast for bf16/fp16; a no-op context for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A GradScaler only for fp16 (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+# ------------------------------------------------------------------------------------------ RNG state
+def rng_state(d: Dist) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every library's RNG state: tensors (torch, cuda, numpy keys) and JSON (python, numpy scalars)."""
+    np_state = np.random.get_state()
+    tensors = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}
+    if torch.cuda.is_available() and d.device.type == "cuda":
+        tensors["cuda"] = torch.cuda.get_rng_state(d.device)
+    py = random.getstate()
+    meta = {"python": [py[0], list(py[1]), py[2]], "numpy": [np_state[0], *map(float, np_state[2:])]}
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], d: Dist) -> None:
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and d.device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["cuda"], d.device)
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, tensors["numpy_keys"].numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------ optimizer state
+def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for idx, st in sd["state"].items():
+        meta["state"][str(idx)] = []
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.contiguous()
+                meta["state"][str(idx)].append(key)
+    return tensors, meta
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state = {int(idx): {key: tensors[f"{idx}.{key}"] for key in keys} for idx, keys in meta["state"].items()}
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+CKPT_RE = re.compile(r"^step-(\d{8})$")
+
+
+def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                    scaler: torch.amp.GradScaler, d: Dist, state: dict[str, Any], keep: int = 3,
+                    rng_per_rank: list[tuple[dict, dict]] | None = None) -> Path:
+    """Write OUT/step-XXXXXXXX/ atomically (model, optimizer, scheduler, scaler, RNG of every rank, state)."""
+    path = out_dir / f"step-{step:08d}"
+    model_state = {k: v.detach().contiguous().cpu() for k, v in _unique_state(model).items()}
+    opt_tensors, opt_meta = optimizer_state(optimizer)
+    with atomic_dir(path) as tmp:
+        save_file(model_state, str(tmp / "model.safetensors"))
+        save_file({k: v.cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
+        rng_meta = []
+        for r, (tensors, meta) in enumerate(rng_per_rank or [rng_state(d)]):
+            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / f"rng-{r}.safetensors"))
+            rng_meta.append(meta)
+        info = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": rng_meta, **state}
+        (tmp / "trainer_state.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    old = sorted(p for p in out_dir.iterdir() if CKPT_RE.match(p.name))[:-keep] if keep > 0 else []
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+    return path
+
+
+def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict without tied duplicates (safetensors refuses shared storage)."""
+    seen, out = set(), {}
+    for k, v in model.state_dict(keep_vars=True).items():
+        if isinstance(v, nn.Parameter) and id(v) in seen:
+            continue
+        seen.add(id(v))
+        out[k] = v.detach()
+    return out
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                    scaler: torch.amp.GradScaler, d: Dist) -> dict[str, Any]:
+    """Restore everything save_checkpoint wrote; InputError if any part is missing or corrupt."""
+    try:
+        info = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        weights = load_file(str(path / "model.safetensors"))
+        opt_tensors = load_file(str(path / "optimizer.safetensors"), device=str(d.device))
+        rng_file = path / f"rng-{d.rank}.safetensors"
+        rng = load_file(str(rng_file if rng_file.exists() else path / "rng-0.safetensors"))
+    except Exception as e:  # any unreadable part means the checkpoint is unusable
+        raise InputError(f"{path}: corrupt or incomplete checkpoint: {e}") from None
+    expected = _unique_state(model)
+    if set(weights) != set(expected):
+        raise InputError(f"{path}: checkpoint weights do not match the model: "
+                         f"{sorted(set(weights) ^ set(expected))[:5]}")
+    missing, _ = model.load_state_dict(weights, strict=False)
+    if any(k in expected for k in missing):
+        raise InputError(f"{path}: missing weights {missing[:5]}")
+    load_optimizer_state(optimizer, opt_tensors, info["optimizer"])
+    scheduler.load_state_dict(info["scheduler"])
+    scaler.load_state_dict(info["scaler"])
+    metas = info["rng"]
+    set_rng_state(rng, metas[d.rank] if d.rank < len(metas) else metas[0], d)
+    return info
+
+
+def find_checkpoints(out_dir: Path) -> list[Path]:
+    """step-* dirs, newest first."""
+    if not out_dir.is_dir():
+        return []
+    return sorted((p for p in out_dir.iterdir() if CKPT_RE.match(p.name) and p.is_dir()), reverse=True)

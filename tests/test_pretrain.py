@@ -1,0 +1,240 @@
+"""ELECTRA objective and the pretraining loop: masking statistics, labels, sampling, tying, exact resume, DDP."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from convbert import ConvBertConfig, ConvBertModel
+from convbert.electra import ElectraPretrainer, example_seeds, generator_config, gumbel_sample, mask_tokens
+from convbert.fetch import read_vader
+from convbert.pretrain import Batches, PretrainConfig, pretrain
+from convbert.pretrain_data import PretrainShards, prepare
+from convbert.tokenizer import ConvBertTokenizer
+
+CLS, SEP, PAD, MASK = 2, 3, 0, 4
+
+
+def test_generator_sizes_follow_the_paper():
+    for preset, frac, (d, h, f) in (("small", 1 / 4, (64, 1, 256)), ("medium-small", 1 / 4, (96, 2, 384)),
+                                    ("base", 1 / 3, (256, 4, 1024))):
+        g = generator_config(ConvBertConfig.preset(preset), frac)
+        ref = ConvBertConfig.preset(f"{preset}-generator")
+        assert (g.hidden_size, g.num_attention_heads, g.intermediate_size) == (d, h, f)
+        assert (ref.hidden_size, ref.num_attention_heads, ref.intermediate_size) == (d, h, f)
+
+
+def random_batch(B=400, T=128, vocab=1000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, vocab, (B, T), generator=g)
+    lengths = torch.randint(8, T + 1, (B,), generator=g)
+    ids[:, 0] = CLS
+    for b, n in enumerate(lengths.tolist()):
+        ids[b, n - 1] = SEP
+        ids[b, n // 2] = SEP
+        ids[b, n:] = PAD
+    special = torch.zeros(vocab, dtype=torch.bool)
+    special[[CLS, SEP, PAD, MASK]] = True
+    return ids, special
+
+
+def test_masking_statistics():
+    ids, special = random_batch()
+    masked, selected = mask_tokens(ids, special, MASK, example_seeds(0, 0, range(len(ids))))
+    candidates = ~special[ids]
+    assert not (selected & ~candidates).any(), "[CLS]/[SEP]/[PAD] are never selected"
+    n_cand, n_sel = candidates.sum(1), selected.sum(1)
+    expected = torch.clamp(torch.round(n_cand * 0.15), 1, int(0.155 * 128))
+    assert torch.equal(n_sel, expected), "round(15%) per sequence, at least 1, at most max_predictions (19)"
+    changed = masked != ids
+    assert not (changed & ~selected).any()
+    assert (masked[changed] == MASK).all(), "no random-token replacement: only [MASK]"
+    frac_mask = changed.sum() / selected.sum()
+    assert 0.83 < frac_mask < 0.87, f"85% of selected positions become [MASK], got {frac_mask:.3f}"
+    # the draw is uniform over candidate positions: position frequencies are flat
+    per_pos = selected[:, 1:60].float().sum(0) / candidates[:, 1:60].float().sum(0)
+    assert per_pos.std() < 0.03 and abs(per_pos.mean() - 0.15) < 0.02
+
+
+def test_masking_depends_only_on_example_seed():
+    ids, special = random_batch(B=8)
+    seeds = example_seeds(3, 7, range(8))
+    a = mask_tokens(ids, special, MASK, seeds)[0]
+    b = torch.cat([mask_tokens(ids[:4], special, MASK, seeds[:4])[0],
+                   mask_tokens(ids[4:], special, MASK, seeds[4:])[0]])
+    assert torch.equal(a, b)
+    assert not torch.equal(a, mask_tokens(ids, special, MASK, example_seeds(3, 8, range(8)))[0])
+
+
+def test_gumbel_sampling_is_fp32_and_matches_the_softmax():
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0]]).repeat(20000, 1).to(torch.bfloat16)
+    seeds = example_seeds(0, 0, range(200))
+    rows = torch.arange(20000) // 100
+    s = gumbel_sample(logits, seeds, rows)
+    freq = torch.bincount(s, minlength=4).float() / len(s)
+    assert torch.allclose(freq, logits[0].float().softmax(-1), atol=0.015)
+    assert not s.requires_grad
+
+
+def tiny_pretrainer(objective="electra"):
+    c = ConvBertConfig.preset("tiny", vocab_size=60, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    return ElectraPretrainer(c, generator_config(c, 0.25), objective)
+
+
+def test_embeddings_are_tied_and_labels_are_built_from_samples():
+    model = tiny_pretrainer()
+    g, dsc = model.generator.convbert.embeddings, model.discriminator.convbert.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
+        assert getattr(g, name) is getattr(dsc, name)
+    assert model.generator.generator_lm_head.weight is dsc.word_embeddings.weight
+    assert hasattr(model.generator.convbert, "embeddings_project")  # own projection E -> d_gen
+
+    ids, special = random_batch(B=6, T=24, vocab=60)
+    mask = (ids != PAD).long()
+    seeds = example_seeds(0, 0, range(6))
+    captured = {}
+    disc_forward = model.discriminator.forward
+    model.discriminator.forward = lambda x, *a, **k: captured.setdefault("x", x) is not None and disc_forward(x, *a)
+    out = model(ids, mask, torch.zeros_like(ids), special, MASK, seeds)
+    corrupted = captured["x"]
+    masked, selected = mask_tokens(ids, special, MASK, seeds)
+    assert torch.equal(corrupted[~selected], ids[~selected]), "only masked positions are replaced"
+    # the loss is MLM + 50 x BCE(replaced = sample != original) over real tokens
+    disc_logits = disc_forward(corrupted, mask, torch.zeros_like(ids)).logits
+    real = mask.bool()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        disc_logits[real], (corrupted != ids)[real].float())
+    assert torch.allclose(out.disc_loss, bce, atol=1e-6)
+    assert torch.allclose(out.loss, out.mlm_loss + 50 * out.disc_loss, atol=1e-5)
+    sampled_same = (corrupted == ids) & selected
+    assert out.stats["replaced"] == ((corrupted != ids) & real).sum()
+    assert sampled_same.sum() + out.stats["replaced"] == selected.sum()
+
+
+def test_mlm_objective_has_no_discriminator():
+    model = tiny_pretrainer("mlm")
+    assert not hasattr(model, "discriminator")
+    ids, special = random_batch(B=4, T=16, vocab=60)
+    out = model(ids, (ids != PAD).long(), torch.zeros_like(ids), special, MASK, example_seeds(0, 0, range(4)))
+    assert out.disc_loss == 0 and torch.isfinite(out.mlm_loss)
+
+
+# ------------------------------------------------------------------------------------------ the loop
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, vader_dir):
+    """Real text (VADER sentences, 20 a document), a WordPiece vocab trained on it, and 64-token shards."""
+    root = tmp_path_factory.mktemp("pretrain")
+    rows = [t for name in ("movieReviewSnippets", "nytEditorialSnippets")
+            for _, _, t in read_vader(vader_dir / f"{name}_GroundTruth.txt")]
+    text = root / "corpus.txt"
+    text.write_text("".join(f"{t}\n" + ("\n" if i % 20 == 19 else "") for i, t in enumerate(rows)))
+    tok = ConvBertTokenizer.train([text], vocab_size=2000)
+    tok.save_pretrained(root / "tok")
+    prepare([text], root / "tok", root / "shards", max_seq_length=32, num_workers=1)
+    return root
+
+
+def cli(*args, env_extra=None, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "convbert", *args], env=env, **kw)
+
+
+def base_args(corpus, out, steps):
+    return ["pretrain", "--data", str(corpus / "shards"), "--out", str(out), "--preset", "tiny",
+            "--batch-size", "8", "--max-steps", str(steps), "--log-every", "2", "--seed", "1"]
+
+
+def final_weights(run: Path):
+    return load_file(run / "discriminator" / "model.safetensors"), load_file(run / "generator" / "model.safetensors")
+
+
+def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert cli(*base_args(corpus, straight, 8), "--save-every", "4", "--micro-batch-size", "4").wait() == 0
+    p = cli(*base_args(corpus, killed, 8), "--save-every", "4", "--micro-batch-size", "4",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "step-00000004").exists():
+        assert p.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (killed / "discriminator").exists()
+    assert cli(*base_args(corpus, killed, 8), "--save-every", "4", "--micro-batch-size", "4",
+               "--resume", "auto").wait() == 0
+    for a, b in zip(final_weights(straight), final_weights(killed)):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    rows = (killed / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["2", "4", "6", "8"]
+
+
+def test_resume_skips_a_corrupt_checkpoint(corpus, tmp_path, caplog):
+    run = tmp_path / "run"
+    cfg = PretrainConfig(data=str(corpus / "shards"), out=str(run), preset="tiny", batch_size=4, max_steps=4,
+                         save_every=2, log_every=2, resume="none")
+    pretrain(cfg)
+    (run / "step-00000004" / "optimizer.safetensors").write_bytes(b"garbage")
+    import dataclasses
+    pretrain(dataclasses.replace(cfg, max_steps=6, resume="auto"))
+    assert "skipping" in caplog.text and "step-00000004" in caplog.text
+    assert (run / "step-00000006").exists()
+
+
+def test_loss_falls_and_exports_load_in_transformers(corpus, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    run = tmp_path / "run"
+    pretrain(PretrainConfig(data=str(corpus / "shards"), out=str(run), preset="tiny", batch_size=16,
+                            max_steps=40, save_every=40, log_every=5, lr=2e-3))
+    import csv
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    first, last = rows[0], rows[-1]
+    assert float(last["disc_loss"]) < float(first["disc_loss"])
+    assert float(last["mlm_loss"]) < float(first["mlm_loss"])
+    _, info = transformers.ConvBertModel.from_pretrained(run / "discriminator", output_loading_info=True)
+    assert not info["missing_keys"]
+    _, info = transformers.ConvBertForMaskedLM.from_pretrained(run / "generator", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert ConvBertModel.from_pretrained(run / "discriminator").config.vocab_size == 2000
+
+
+def test_vocab_mismatch_is_an_error(corpus, tmp_path):
+    other = ConvBertTokenizer.train([corpus / "corpus.txt"], vocab_size=500)
+    other.save_pretrained(tmp_path / "tok")
+    from convbert.errors import InputError
+    with pytest.raises(InputError, match="different vocabulary"):
+        pretrain(PretrainConfig(data=str(corpus / "shards"), out=str(tmp_path / "r"), tokenizer=str(tmp_path / "tok"),
+                                preset="tiny", batch_size=2, max_steps=1))
+
+
+def test_batches_split_the_global_batch_over_ranks(corpus):
+    shards = PretrainShards(corpus / "shards")
+    one = Batches(shards, 8, 0, 0, 1)
+    two = [Batches(shards, 8, 0, r, 2) for r in range(2)]
+    for step in (0, 5, len(shards) // 8 + 1):  # also across an epoch boundary
+        whole = one.rows(one.local(step))
+        parts = [b.rows(b.local(step)) for b in two]
+        assert list(whole) == [*parts[0], *parts[1]]
+
+
+def test_torchrun_two_processes_equal_one(corpus, tmp_path):
+    """Same global batch, 2 gloo ranks vs 1 process with 2 micro-batches: the same weights (dropout off)."""
+    common = ["--set", "model.hidden_dropout_prob=0", "--set", "model.attention_probs_dropout_prob=0"]
+    single = tmp_path / "single"
+    assert cli(*base_args(corpus, single, 3), "--micro-batch-size", "4", *common).wait() == 0
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "convbert", *base_args(corpus, ddp, 3), *common]
+    assert subprocess.run(cmd, env=env, timeout=300).returncode == 0
+    for a, b in zip(final_weights(single), final_weights(ddp)):
+        for k in a:
+            assert (a[k] - b[k]).abs().max() <= 1e-5, k
