@@ -238,3 +238,30 @@ def test_torchrun_two_processes_equal_one(corpus, tmp_path):
     for a, b in zip(final_weights(single), final_weights(ddp)):
         for k in a:
             assert (a[k] - b[k]).abs().max() <= 1e-5, k
+
+
+def test_non_finite_losses_skip_steps_then_stop(corpus, tmp_path, monkeypatch, caplog):
+    """A NaN loss skips the step (logged); too many in a row stop the run, the last good checkpoint intact."""
+    import convbert.electra as electra
+    calls = {"n": 0}
+    real_forward = electra.ElectraPretrainer.forward
+
+    def flaky(self, *args, **kw):
+        out = real_forward(self, *args, **kw)
+        calls["n"] += 1
+        if calls["n"] > 4:  # steps 1-4 are fine, then every loss is NaN
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(electra.ElectraPretrainer, "forward", flaky)
+    run = tmp_path / "run"
+    cfg = PretrainConfig(data=str(corpus / "shards"), out=str(run), preset="tiny", batch_size=4, max_steps=20,
+                         save_every=2, log_every=1, max_bad_steps=3, resume="none")
+    with pytest.raises(RuntimeError, match="3 non-finite losses in a row at step 6"):
+        pretrain(cfg)
+    assert "step 4: non-finite loss" in caplog.text
+    good = load_file(run / "step-00000004" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in good.values())
+    assert not (run / "step-00000006").exists()
+    skipped = [r.split(",")[-1] for r in (run / "log.csv").read_text().splitlines()[1:]]
+    assert skipped == ["0", "0", "0", "0", "1", "1"]

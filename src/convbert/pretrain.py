@@ -226,7 +226,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                             tok_s=f"{row['tokens_per_s']:.0f}")
             sums, tokens, t0 = {}, 0, time.perf_counter()
             logger.elapsed = row["elapsed_s"]
-        if done % cfg.save_every == 0 or done == cfg.max_steps:
+        if (done % cfg.save_every == 0 or done == cfg.max_steps) and bad == 0:  # never mid NaN streak
             checkpoint(out, done, model, optimizer, scheduler, scaler, d, cfg, logger.elapsed)
     bar.close()
     if d.is_main:

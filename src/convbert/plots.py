@@ -1,0 +1,79 @@
+"""`convbert plot RUN_DIR`: PNG of a pretraining run's curves (needs matplotlib: `pip install convbert[plot]`)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+from .errors import InputError
+
+
+def read_log(run_dir: Path) -> dict[str, list[float]]:
+    path = run_dir / "log.csv"
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the run log: {e}") from None
+    if not rows:
+        raise InputError(f"{path}: no logged steps yet")
+    return {k: [float(r[k]) if r[k] not in ("", None) else math.nan for r in rows] for k in rows[0]}
+
+
+def pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("plots need matplotlib: pip install 'convbert[plot]'") from None
+    return plt
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Losses, discriminator accuracy (with the all-"original" baseline), generator accuracy and LR by step."""
+    run_dir = Path(run_dir)
+    log = read_log(run_dir)
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    step = log["step"]
+    ax = axes[0, 0]
+    ax.plot(step, log["disc_loss"], label="discriminator BCE")
+    ax.set_ylabel("discriminator loss")
+    ax2 = ax.twinx()
+    ax2.plot(step, log["mlm_loss"], color="tab:orange", label="generator MLM")
+    ax2.set_ylabel("MLM loss")
+    ax.legend(loc="upper right")
+    ax2.legend(loc="center right")
+    ax = axes[0, 1]
+    ax.plot(step, log["disc_acc"], label="discriminator accuracy")
+    ax.plot(step, [1 - r for r in log["replaced_frac"]], "--", color="gray", label='all-"original" baseline')
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    ax = axes[1, 0]
+    ax.plot(step, log["gen_acc"], label="generator accuracy (masked)")
+    ax.plot(step, log["disc_precision"], label="RTD precision")
+    ax.plot(step, log["disc_recall"], label="RTD recall")
+    ax.legend()
+    ax = axes[1, 1]
+    ax.plot(step, log["lr"])
+    ax.set_ylabel("learning rate")
+    for a in axes[1]:
+        a.set_xlabel("step")
+    fig.suptitle(f"pretraining: {run_dir}")
+    fig.tight_layout()
+    out = Path(out) if out else run_dir / "curves.png"
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("plot", help="PNG of a pretraining run's curves")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="default RUN_DIR/curves.png")
+    p.set_defaults(func=lambda a: print(plot_run(a.run_dir, a.out)) or 0)
