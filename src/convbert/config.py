@@ -179,6 +179,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small-generator": _generator(_SMALL, 64, 1, 256),
     "medium-small-generator": _generator(_MEDIUM_SMALL, 96, 2, 384),
     "base-generator": _generator(_BASE, 256, 4, 1024),
+    # mini: the demo's size, pretrainable on a laptop CPU in minutes
+    "mini": dict(hidden_size=128, embedding_size=128, num_hidden_layers=4, num_attention_heads=4,
+                 intermediate_size=512, num_groups=1),
     "tiny": dict(hidden_size=64, embedding_size=32, num_hidden_layers=2, num_attention_heads=4,
                  intermediate_size=128, num_groups=1),
     "tiny-generator": dict(hidden_size=32, embedding_size=32, num_hidden_layers=2, num_attention_heads=2,

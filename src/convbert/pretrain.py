@@ -54,7 +54,8 @@ from .train_utils import (
 log = logging.getLogger(__name__)
 
 RECIPE = {  # paper / official configure_pretraining.py: learning rate and generator fraction per size
-    "small": (3e-4, 1 / 4), "medium-small": (5e-4, 1 / 4), "base": (2e-4, 1 / 3), "tiny": (1e-3, 1 / 2)}
+    "small": (3e-4, 1 / 4), "medium-small": (5e-4, 1 / 4), "base": (2e-4, 1 / 3), "mini": (1e-3, 1 / 4),
+    "tiny": (1e-3, 1 / 2)}
 LOG_FIELDS = ("step", "lr", "loss", "mlm_loss", "disc_loss", "gen_acc", "disc_acc", "disc_precision",
               "disc_recall", "replaced_frac", "tokens_per_s", "train_flops", "elapsed_s", "skipped")
 
