@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all demo bench lint clean
+.PHONY: test test-all demo demo-tiny bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/convbert demo
+
+demo-tiny: $(STAMP)
+	$(BIN)/convbert demo --budget tiny
 
 test: $(STAMP)
 	$(BIN)/pytest -q

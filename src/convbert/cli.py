@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
-from . import __version__, finetune, flops, plots, pretrain, pretrain_data, tokenizer
+from . import __version__, demo, finetune, flops, plots, pretrain, pretrain_data, tokenizer
 from .errors import InputError
 
-COMMANDS = (tokenizer, pretrain_data, pretrain, finetune, plots, flops)
+COMMANDS = (demo, tokenizer, pretrain_data, pretrain, finetune, plots, flops)
 
 
 def build_parser() -> argparse.ArgumentParser:
