@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
-from . import __version__, demo, finetune, flops, plots, pretrain, pretrain_data, tokenizer
+from . import __version__, bench, convert, demo, export, finetune, flops, plots, pretrain, pretrain_data, tokenizer
 from .errors import InputError
 
-COMMANDS = (demo, tokenizer, pretrain_data, pretrain, finetune, plots, flops)
+COMMANDS = (demo, tokenizer, pretrain_data, pretrain, finetune, plots, bench, flops, export, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ class ConvBertConfig:
     pad_token_id: int = 0  # [PAD] in the BERT vocab
     head_ratio: int = 2  # gamma: self-attention heads are H // gamma, the rest are convolution heads
     conv_kernel_size: int = 9  # K, odd
+    attention_head_size: int | None = None  # head size override (TF's d/H, e.g. 64 for the small generator)
     num_groups: int = 1  # G: grouped linear FFN (medium-small uses 2)
     classifier_dropout: float | None = None  # None: hidden_dropout_prob
     conv_type: str = "sdconv"  # sdconv | dconv | lconv | noconv (paper Table 2)
@@ -60,6 +61,8 @@ class ConvBertConfig:
     @property
     def head_size(self) -> int:
         """Width of one head. noconv: d / heads; otherwise (d / heads) / 2 so that attention + conv = d."""
+        if self.attention_head_size is not None:
+            return self.attention_head_size
         if self.conv_type == "noconv":
             return self.hidden_size // self.attention_heads
         return self.hidden_size // self.attention_heads // 2
@@ -89,7 +92,10 @@ class ConvBertConfig:
         if self.conv_kernel_size % 2 == 0:
             bad("conv_kernel_size", "must be odd (the window is centred on the token)")
         heads = self.attention_heads
-        if self.conv_type == "noconv":
+        if self.attention_head_size is not None:
+            if not isinstance(self.attention_head_size, int) or self.attention_head_size < 1:
+                bad("attention_head_size", "must be a positive integer or null")
+        elif self.conv_type == "noconv":
             if self.hidden_size % heads:
                 bad("hidden_size", f"must be divisible by the {heads} attention heads")
         elif self.hidden_size % (2 * heads):
@@ -124,8 +130,9 @@ class ConvBertConfig:
         d.pop("num_labels")
         d["id2label"] = {str(i): label for i, label in id2label.items()}
         d["label2id"] = {label: i for i, label in id2label.items()}
-        if d["architectures"] is None:
-            d.pop("architectures")
+        for key in ("architectures", "attention_head_size"):  # ours, only when set
+            if d[key] is None:
+                d.pop(key)
         return {"model_type": "convbert", **d}
 
     @classmethod

@@ -197,7 +197,8 @@ class Layer(nn.Module):
     def __init__(self, c: ConvBertConfig):
         super().__init__()
         d = c.hidden_size
-        self.attention = nn.ModuleDict({"self": MixedAttention(c), "output": DenseAddNorm(d, d, 1, c)})
+        concat = c.all_head_size * (1 if c.conv_type == "noconv" else 2)  # d, except with attention_head_size
+        self.attention = nn.ModuleDict({"self": MixedAttention(c), "output": DenseAddNorm(concat, d, 1, c)})
         self.intermediate = nn.ModuleDict({"dense": linear(d, c.intermediate_size, c.num_groups)})
         self.output = DenseAddNorm(c.intermediate_size, d, c.num_groups, c)
         self.act = ACT[c.hidden_act]

@@ -1,0 +1,83 @@
+"""`convbert bench` on the tiny preset: files, fields, ratios, parameter parity and the memory subprocess."""
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import asdict, replace
+
+import pytest
+
+from convbert import bench
+from convbert.errors import InputError
+
+pytest.importorskip("transformers")
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    return parser.parse_args(["bench", *argv])
+
+
+def test_tiny_run_writes_json_and_csv(tmp_path, capsys):
+    args = parse("--presets", "tiny", "--seq-lens", "16", "--batch-sizes", "2", "--warmup", "0", "--device", "cpu",
+                 "--no-memory", "--out", str(tmp_path))
+    assert args.func(args) == 0
+    table = capsys.readouterr().out
+    assert "| tiny | fwd | fp32 | 16 | 2 |" in table and "ELECTRA-tiny" in table
+
+    result = json.loads((tmp_path / "latest-cpu.json").read_text())
+    assert result["complete"]
+    meta = result["meta"]
+    for key in ("device_name", "threads", "torch", "transformers", "date", "gemm_gflops"):
+        assert meta[key], key
+    assert meta["device"] == "cpu" and meta["repeats"] == bench.MIN_REPEATS
+    assert meta["gemm_gflops"]["fp32"]["median"] > 0
+    check = result["checks"]["tiny"]
+    assert check["params_equal_ours_hf"] and check["max_abs_diff_ours_vs_hf"] < 1e-4
+
+    rows = result["rows"]
+    assert {(r["mode"], r["role"]) for r in rows} == {(m, r) for m in ("fwd", "train")
+                                                      for r in ("ours", "hf-convbert", "reference")}
+    for r in rows:
+        assert set(bench.CSV_FIELDS) <= set(r)
+        assert len(r["ms_repeats"]) == bench.MIN_REPEATS
+        for key in ("ms_median", "tokens_per_s", "ratio_vs_hf_convbert", "ratio_vs_reference", "utilisation"):
+            assert 0 < r[key] < math.inf, (key, r)
+        assert r["mem_mb"] is None
+    params = {(r["mode"], r["role"]): r["params"] for r in rows}
+    assert params["fwd", "ours"] == params["fwd", "hf-convbert"]
+
+    (csv_path,) = tmp_path.glob("cpu-*.csv")
+    assert csv_path.with_suffix(".json").exists()
+    with open(csv_path, newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == len(rows) and tuple(csv_rows[0]) == bench.CSV_FIELDS
+
+
+def test_memory_probe_subprocess():
+    case = bench.Case("tiny", "train", "fp32", 16, 2)
+    mem = bench.measure_memory("ours", case, "cpu", threads=1, seed=0)
+    assert mem is not None and 0 < mem < 1000  # gradients + AdamW state of 1M parameters alone are ~12 MB
+
+
+def test_bad_options_and_missing_transformers(tmp_path, monkeypatch):
+    with pytest.raises(InputError, match="at least 5"):
+        bench.run(parse("--repeats", "3", "--out", str(tmp_path)))
+    with pytest.raises(InputError, match="unknown preset"):
+        bench.run(parse("--presets", "huge", "--out", str(tmp_path)))
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    with pytest.raises(InputError, match=r"pip install convbert\[hf\]"):
+        bench.run(parse("--presets", "tiny", "--out", str(tmp_path)))
+    assert not any(tmp_path.iterdir())
+
+
+def test_memory_shortfall_scales_a_smaller_batch():
+    small = bench.Case("base", "train", "fp32", 512, 8)
+    rows = [{**asdict(small), "mem_mb": 1.0}, {**asdict(small), "seq_len": 128, "mem_mb": 1e12}]
+    assert bench.memory_shortfall(replace(small, batch=32), rows, "cpu") is None  # 4 MB fits
+    rows[0]["mem_mb"] = 1e9  # 1 PB at batch 8: batch 32 cannot fit; batch 8 itself is not estimated
+    assert "GiB available" in bench.memory_shortfall(replace(small, batch=32), rows, "cpu")
+    assert bench.memory_shortfall(small, rows, "cpu") is None
