@@ -167,3 +167,12 @@ def test_cli_paper(capsys):
     for name in PAPER_TABLE3:
         assert name in out
     assert "6.4e+19" in out
+
+
+@pytest.mark.parametrize("overrides", [
+    {"conv_type": "dconv"}, {"conv_type": "lconv"}, {"conv_type": "noconv"}, {"conv_type": "noconv", "head_ratio": 1},
+    {"num_attention_heads": 1, "hidden_size": 64, "attention_head_size": 64}, {"head_ratio": 3, "num_groups": 2}])
+def test_param_count_matches_our_model(overrides):
+    from convbert import ConvBertModel
+    c = ConvBertConfig.preset("tiny", vocab_size=100, **overrides)
+    assert param_count(c) == ConvBertModel(c).num_parameters

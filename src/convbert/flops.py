@@ -57,7 +57,8 @@ def param_count(config: ConvBertConfig, include_embeddings: bool = True) -> int:
     a, hn, k = config.all_head_size, config.attention_heads, config.conv_kernel_size
     tables = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * e
     embeddings = 2 * e + (e * d + d if e != d else 0)  # LayerNorm, projection
-    layer = 3 * (d * a + a) + (d * d + d) + 2 * d * f // g + f + d + 4 * d  # q/k/v, out dense, FFN, 2 LNs
+    concat = a if config.conv_type == "noconv" else 2 * a  # = d unless attention_head_size is set
+    layer = 3 * (d * a + a) + (concat * d + d) + 2 * d * f // g + f + d + 4 * d  # q/k/v, out dense, FFN, 2 LNs
     if config.conv_type != "noconv":
         layer += d * a + a  # conv value projection
     if config.conv_type == "sdconv":
@@ -95,7 +96,7 @@ def forward_flops_per_token(config: ConvBertConfig, seq_len: int, *, head: str |
         "lightweight_conv": 2 * k * a if conv != "noconv" else 0,
         # q k^T, P v; scale, softmax and dropout on the Hn x T scores
         "attention": 4 * a * t + other * (1 + SOFTMAX + DROPOUT) * hn * t,
-        "attention_output": 2 * d * d + other * d,
+        "attention_output": 2 * (a if conv == "noconv" else 2 * a) * d + other * d,
         "ffn": 4 * d * f // g + other * (f + GELU * f + d),
         "layernorm": other * 2 * LAYER_NORM * d,
         "dropout_residual": other * 2 * (DROPOUT + 1) * d,
