@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .fileio import read_json_object
 
 CONV_TYPES = ("sdconv", "dconv", "lconv", "noconv")
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu", "tanh")
@@ -153,14 +153,7 @@ class ConvBertConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> ConvBertConfig:
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read config: {e}") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json_object(path, "config"), source=str(path))
 
     def labels(self) -> list[str]:
         id2label = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = True, keep_existing: bool = False) -> Iterator[Path]:
@@ -61,3 +63,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON object from a file; InputError naming the file (and `what` it should hold) otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read {what}: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: {what} must be a JSON object")
+    return data

@@ -17,7 +17,7 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 
 from .errors import InputError
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text, read_json_object
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -371,12 +371,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     """The tokenizer_config.json fields this class honours (missing file: none)."""
     if not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: cannot read tokenizer config: {e}") from e
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: expected a JSON object")
+    config = read_json_object(path, "tokenizer config")
     out: dict[str, Any] = {}
     for key, types in (("do_lower_case", bool), ("strip_accents", (bool, type(None))), ("model_max_length", int)):
         if key in config:
