@@ -286,7 +286,8 @@ def test_torchrun_evaluate_counts_each_example_once(root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "convbert",
            *args, "--out", str(tmp_path / "two.json")]
-    assert subprocess.run(cmd, env=env, timeout=300, capture_output=True).returncode == 0
+    proc = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = (json.loads((tmp_path / f"{k}.json").read_text())["dev"] for k in ("one", "two"))
     assert two["num_examples"] == 5 and (two["accuracy"] * 5) == pytest.approx(round(two["accuracy"] * 5))
     assert two == pytest.approx(one)

@@ -28,13 +28,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if not hasattr(args, "func"):  # a command group given without its subcommand
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+    ok = False
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        ok = True
+        return code
     except InputError as e:
         print(f"convbert: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        shutdown_distributed(wait=ok)
+
+
+def shutdown_distributed(wait: bool) -> None:
+    """Under torchrun, leave together (a rank exiting while another still talks to it aborts gloo); after an
+    error, leave at once so the launcher can stop the others."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
