@@ -21,15 +21,21 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["bench", *argv])
 
 
-def test_tiny_run_writes_json_and_csv(tmp_path, capsys):
-    args = parse("--presets", "tiny", "--seq-lens", "16", "--batch-sizes", "2", "--warmup", "0", "--device", "cpu",
-                 "--no-memory", "--out", str(tmp_path))
+def test_tiny_run_then_resume_writes_json_and_csv(tmp_path, capsys):
+    grid = ("--presets", "tiny", "--seq-lens", "16", "--batch-sizes", "2", "--warmup", "0", "--device", "cpu",
+            "--no-memory", "--out", str(tmp_path))
+    args = parse(*grid, "--modes", "fwd")
+    assert args.func(args) == 0
+    (json_path,) = tmp_path.glob("cpu-*.json")
+    first = json.loads(json_path.read_text())
+    args = parse(*grid, "--resume", str(json_path))  # adds the train rows to the same files
     assert args.func(args) == 0
     table = capsys.readouterr().out
-    assert "| tiny | fwd | fp32 | 16 | 2 |" in table and "ELECTRA-tiny" in table
+    assert "| tiny | fwd | fp32 | 16 | 2 |" in table and "| tiny | train |" in table and "ELECTRA-tiny" in table
 
     result = json.loads((tmp_path / "latest-cpu.json").read_text())
-    assert result["complete"]
+    assert result["complete"] and result == json.loads(json_path.read_text())
+    assert result["rows"][:3] == first["rows"] and result["meta"]["resumed_from"][0]["date"] == first["meta"]["date"]
     meta = result["meta"]
     for key in ("device_name", "threads", "torch", "transformers", "date", "gemm_gflops"):
         assert meta[key], key
@@ -50,8 +56,7 @@ def test_tiny_run_writes_json_and_csv(tmp_path, capsys):
     params = {(r["mode"], r["role"]): r["params"] for r in rows}
     assert params["fwd", "ours"] == params["fwd", "hf-convbert"]
 
-    (csv_path,) = tmp_path.glob("cpu-*.csv")
-    assert csv_path.with_suffix(".json").exists()
+    csv_path = json_path.with_suffix(".csv")
     with open(csv_path, newline="") as f:
         csv_rows = list(csv.DictReader(f))
     assert len(csv_rows) == len(rows) and tuple(csv_rows[0]) == bench.CSV_FIELDS

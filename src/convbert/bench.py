@@ -424,12 +424,32 @@ def save(result: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
 
 
 # ---------------------------------------------------------------- driver
+def continue_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`result` (a new run's) carrying over the checks, rows and skips of the interrupted run saved at `path`.
+    Its meta goes to meta["resumed_from"]: each row's utilisation stays relative to the GEMM rate of its run."""
+    try:
+        prev = json.loads(path.read_text(encoding="utf-8"))
+        prev_meta = prev["meta"]
+        kept = {k: prev[k] for k in ("checks", "rows", "skipped")}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"--resume {path}: not a readable bench result: {e!r}") from None
+    meta = result["meta"]
+    if prev_meta.get("device") != meta["device"]:
+        raise InputError(f"--resume {path}: measured on {prev_meta.get('device')}, not {meta['device']}")
+    if prev_meta.get("model_py_sha256") != meta["model_py_sha256"]:
+        log.warning("--resume: model.py changed since %s; its rows measured the older code", prev_meta.get("date"))
+    meta["resumed_from"] = [*prev_meta.pop("resumed_from", []), prev_meta]
+    return {**result, **kept}
+
+
 def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int], modes: list[str],
                   dtypes: list[str], repeats: int = MIN_REPEATS, warmup: int = 1, device: str = "cpu",
                   threads: int | None = None, compile: bool = False, memory_batch_sizes: list[int] | None = None,
-                  out_dir: str | Path = "benchmarks/results", seed: int = 0) -> dict[str, Any]:
+                  out_dir: str | Path = "benchmarks/results", seed: int = 0, resume: str | Path | None = None
+                  ) -> dict[str, Any]:
     """Time every (preset, mode, dtype, seq_len, batch) and write the results; returns {"meta", "checks", "rows",
-    "files"}. memory_batch_sizes: batches whose activation memory is probed (None or [] = none)."""
+    "skipped", "complete", "files"}. memory_batch_sizes: batches whose activation memory is probed (None or [] =
+    none). resume: the JSON of an interrupted run; its configurations are kept and the file is completed."""
     tf = _transformers()
     threads = threads or default_threads()
     torch.set_num_threads(threads)
@@ -446,7 +466,15 @@ def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int
     log.info("GEMM GFLOP/s: %s", meta["gemm_gflops"])
     result: dict[str, Any] = {"meta": meta, "checks": {}, "rows": [], "skipped": [], "complete": False}
     out_dir, stem = Path(out_dir), f"{device}-{stamp:%Y%m%d-%H%M%S}"
+    if resume:
+        out_dir, stem = Path(resume).parent, Path(resume).stem
+        result = continue_result(result, Path(resume))
+    done = {row_case(r) for r in result["rows"] + result["skipped"]}
     for preset in presets:
+        cases = [c for c in itertools.starmap(Case, itertools.product(
+            [preset], modes, dtypes, seq_lens, sorted(batch_sizes))) if c not in done]
+        if not cases:
+            continue
         contenders = [build_contender(role, preset, seed) for role in roles]
         for c in contenders:
             c.model.to(device)
@@ -456,8 +484,7 @@ def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int
             "params_equal_ours_hf": by_role["ours"].params == by_role["hf-convbert"].params,
             "reference_attn_implementation": by_role["reference"].model.config._attn_implementation}
         log.info("%s: %s", preset, result["checks"][preset])
-        for mode, dtype, seq_len, batch in itertools.product(modes, dtypes, seq_lens, sorted(batch_sizes)):
-            case = Case(preset, mode, dtype, seq_len, batch)
+        for case in cases:
             reason = memory_shortfall(case, result["rows"], device)
             if reason:
                 log.warning("skipping %s: %s", case, reason)
@@ -467,9 +494,9 @@ def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int
             if compile:
                 torch._dynamo.reset()  # compile each configuration afresh, no recompile limit
             times = time_case(case, contenders, repeats, warmup, device, seed)
-            rows = case_rows(case, contenders, times, meta["gemm_gflops"][dtype]["median"])
+            rows = case_rows(case, contenders, times, meta["gemm_gflops"][case.dtype]["median"])
             log.info("%s: %s", case, {r["role"]: round(r["ms_median"]) for r in rows})
-            if memory_batch_sizes and batch in memory_batch_sizes:
+            if memory_batch_sizes and case.batch in memory_batch_sizes:
                 add_memory(rows, case, device, threads, seed)
             result["rows"] += rows
             save(result, out_dir, stem)
@@ -502,6 +529,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="batch sizes whose activation memory is measured (default: %(default)s)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="default: %(default)s")
+    p.add_argument("--resume", type=Path, metavar="JSON",
+                   help="complete an interrupted run: keep the configurations in its <device>-<date>.json")
     p.set_defaults(func=run)
 
 
@@ -526,7 +555,7 @@ def run(args: argparse.Namespace) -> int:
     dtypes = [args.dtype] if args.dtype else ["fp32"] + (["bf16"] if device == "cuda" and bf16_ok else [])
     result = run_benchmark(args.presets, args.seq_lens, args.batch_sizes, args.modes, dtypes, args.repeats,
                            args.warmup, device, args.threads, args.compile,
-                           None if args.no_memory else args.memory_batch_sizes, args.out)
+                           None if args.no_memory else args.memory_batch_sizes, args.out, resume=args.resume)
     meta = result["meta"]
     gemm = ", ".join(f"{dt} {g['median']:.0f}" for dt, g in meta["gemm_gflops"].items())
     print(f"{meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}, "
