@@ -10,7 +10,8 @@ from convbert.cli import main
 
 def test_demo_tiny_budget(tmp_path, vader_dir, capsys):
     torch.set_num_threads(1)
-    assert main(["demo", "--budget", "tiny", "--out", str(tmp_path), "--data-dir", str(vader_dir.parent)]) == 0
+    args = ["demo", "--budget", "tiny", "--jobs", "2", "--out", str(tmp_path), "--data-dir", str(vader_dir.parent)]
+    assert main(args) == 0  # two worker processes: the default's parallel path
     printed = capsys.readouterr().out
     out = tmp_path / "tiny"
     table = (out / "results.md").read_text()

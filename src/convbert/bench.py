@@ -53,7 +53,7 @@ MIN_REPEATS = 5
 ROLES = ("ours", "ours-compiled", "hf-convbert", "reference")
 CSV_FIELDS = ("preset", "mode", "dtype", "seq_len", "batch", "role", "model", "params", "ms_median", "ms_min",
               "ms_max", "ms_repeats", "tokens_per_s", "ratio_vs_hf_convbert", "ratio_vs_reference", "model_gflop",
-              "utilisation", "mem_mb", "mem_ratio_vs_hf_convbert")
+              "gemm_gflops", "utilisation", "mem_mb", "mem_ratio_vs_hf_convbert")
 
 
 @dataclass(frozen=True)
@@ -359,7 +359,8 @@ def device_name(device: str) -> str:
 
 def case_rows(case: Case, contenders: list[Contender], times: dict[str, list[float]], gemm: float
               ) -> list[dict[str, Any]]:
-    """One row per model; ratios are medians of paired per-repeat ratios, utilisation = model FLOPs / (t x GEMM)."""
+    """One row per model; ratios are medians of paired per-repeat ratios, utilisation = model FLOPs / (t x GEMM),
+    with the GEMM rate probed right after the configuration (a shared machine's speed drifts during a run)."""
     rows = []
     for c in contenders:
         t = times[c.role]
@@ -370,7 +371,7 @@ def case_rows(case: Case, contenders: list[Contender], times: dict[str, list[flo
                      "ms_repeats": [x * 1e3 for x in t], "tokens_per_s": case.batch * case.seq_len / med,
                      "ratio_vs_hf_convbert": paired_ratio(t, times["hf-convbert"]),
                      "ratio_vs_reference": paired_ratio(t, times["reference"]),
-                     "model_gflop": flops / 1e9, "utilisation": flops / (med * gemm * 1e9),
+                     "model_gflop": flops / 1e9, "gemm_gflops": gemm, "utilisation": flops / (med * gemm * 1e9),
                      "mem_mb": None, "mem_ratio_vs_hf_convbert": None})
     return rows
 
@@ -426,7 +427,7 @@ def save(result: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
 # ---------------------------------------------------------------- driver
 def continue_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
     """`result` (a new run's) carrying over the checks, rows and skips of the interrupted run saved at `path`.
-    Its meta goes to meta["resumed_from"]: each row's utilisation stays relative to the GEMM rate of its run."""
+    Its meta goes to meta["resumed_from"]: each row keeps the GEMM rate probed beside it."""
     try:
         prev = json.loads(path.read_text(encoding="utf-8"))
         prev_meta = prev["meta"]
@@ -494,7 +495,8 @@ def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int
             if compile:
                 torch._dynamo.reset()  # compile each configuration afresh, no recompile limit
             times = time_case(case, contenders, repeats, warmup, device, seed)
-            rows = case_rows(case, contenders, times, meta["gemm_gflops"][case.dtype]["median"])
+            gemm = gemm_gflops(device, case.dtype, repeats=10)["median"]  # the machine's rate now, beside the case
+            rows = case_rows(case, contenders, times, gemm)
             log.info("%s: %s", case, {r["role"]: round(r["ms_median"]) for r in rows})
             if memory_batch_sizes and case.batch in memory_batch_sizes:
                 add_memory(rows, case, device, threads, seed)

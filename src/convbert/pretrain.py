@@ -179,7 +179,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                                                         "discriminator": disc_cfg.to_dict(),
                                                         "generator": gen_cfg.to_dict()})
     logger = RunLog(out, d.is_main, start)
-    bar = tqdm(total=cfg.max_steps, initial=start, disable=not d.is_main, desc="pretrain", unit="step")
+    bar = tqdm(total=cfg.max_steps, initial=start, disable=not d.is_main, desc=f"pretrain {out.name}", unit="step")
     bad, sums, t0, tokens = 0, {}, time.perf_counter(), 0
     for step in range(start, cfg.max_steps):
         positions = batches.local(step)
