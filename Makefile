@@ -3,21 +3,31 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TORCH_STAMP := $(VENV)/.installed-torch
 
 .PHONY: test test-all demo demo-tiny bench lint clean
 
-$(STAMP): pyproject.toml
+$(TORCH_STAMP):
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
-	touch $(STAMP)
+	touch $@
 
-demo: $(STAMP)
+# the demo needs only the core, metrics and plots; the tests also need transformers, ONNX, TensorFlow, ...
+$(DEMO_STAMP): pyproject.toml $(TORCH_STAMP)
+	$(BIN)/pip install -q -e ".[metrics,plot]"
+	touch $@
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/convbert demo
 
-demo-tiny: $(STAMP)
+demo-tiny: $(DEMO_STAMP)
 	$(BIN)/convbert demo --budget tiny
 
 test: $(STAMP)

@@ -53,9 +53,9 @@ class Budget:
 
 BUDGETS = {
     "tiny": Budget(vocab_size=1000, seq_len=32, batch_size=8, steps=6, finetune_epochs=1, finetune_max_steps=4),
-    "default": Budget(vocab_size=8000, seq_len=64, batch_size=32, steps=800, finetune_epochs=3,
+    "default": Budget(vocab_size=8000, seq_len=64, batch_size=32, steps=800, finetune_epochs=2,
                       finetune_max_steps=None),
-    "long": Budget(vocab_size=8000, seq_len=64, batch_size=64, steps=4000, finetune_epochs=3, finetune_max_steps=None),
+    "long": Budget(vocab_size=8000, seq_len=64, batch_size=32, steps=3000, finetune_epochs=2, finetune_max_steps=None),
 }
 MODELS = {  # name -> ConvBertConfig overrides of the mini preset
     "ConvBERT (sdconv)": {"conv_type": "sdconv"},
@@ -220,9 +220,12 @@ def results_table(rows: list[dict], budget_name: str, budget: Budget, seeds: int
 def plot_curves(rows: list[dict], path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
+    for k, r in enumerate(rows):
         log = read_log(r["dir"].parent)
-        ax.plot(log["train_flops"], log["disc_loss"], label=r["model"])
+        line, = ax.plot(log["train_flops"], log["disc_loss"], label=r["model"])
+        p = np.clip(np.asarray(log["replaced_frac"], dtype=float), 1e-6, 1 - 1e-6)
+        ax.plot(log["train_flops"], -(p * np.log(p) + (1 - p) * np.log(1 - p)), ls=":", color=line.get_color(),
+                label="constant guess of the replaced fraction (no detection)" if k == 0 else None)
     ax.set_xlabel("pretraining FLOPs (ELECTRA's counting)")
     ax.set_ylabel("discriminator loss (replaced-token detection)")
     ax.legend()
@@ -261,7 +264,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--data-dir", type=Path, help=f"data cache (default ~/.cache/convbert or ${fetch.CACHE_ENV})")
     p.add_argument("--budget", choices=list(BUDGETS), default="default",
-                   help="tiny: a smoke run (< 2 min); default: about 20 min on 2 CPU cores; long: hours")
+                   help="tiny: a smoke run (< 2 min); default: about 15 min on 2 CPU cores; long: about 30 min")
     p.add_argument("--ablation", action="store_true", help="also dconv and lconv minis (paper Table 2)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--jobs", type=int, help="runs at a time, one thread each (default: 2, or 1 on one core); "
