@@ -5,7 +5,7 @@ ELECTRA/BERT, built exactly as `convbert bench` builds them.
     python benchmarks/profile_model.py --preset small --mode train --out benchmarks/results/profile-small-train.md
 
 Ops are pooled into classes (GEMM: linear/addmm/mm/bmm/baddbmm and their backward; attention: SDPA kernels;
-convolution; softmax; normalisation; activation; copies and layout; elementwise arithmetic; optimizer) by their
+convolution; softmax; normalisation; activation; copies and layout; elementwise, AdamW's updates included) by their
 self CPU time, so the table says what bounds each model: GEMM time is compute-bound, the rest memory-bound (and,
 with glibc's allocator, partly page faults: the first op to touch a fresh multi-MB buffer pays for mapping it).
 """
@@ -32,11 +32,10 @@ CLASSES = [  # first match wins; patterns are matched against aten op names
     ("softmax", r"softmax"),
     ("normalisation", r"layer_norm|native_layer_norm"),
     ("activation (GELU)", r"gelu"),
-    ("optimizer (AdamW)", r"_fused_adamw|_foreach|adam"),
     ("copies and layout", r"copy_|contiguous|clone|cat|stack|transpose|permute|_to_copy|narrow|index|pad|"
                           r"constant_pad|embedding|fill_|zero_|zeros|empty|as_strided|view|reshape|expand"),
-    ("elementwise arithmetic", r"mul|add|sub|div|where|masked_fill|neg|sum|mean|pow|tanh|dropout|bernoulli|"
-                               r"vecdot|sqrt|lerp"),
+    ("elementwise (and AdamW's updates)", r"_foreach|adam|mul|add|sub|div|where|masked_fill|neg|sum|mean|pow|"
+                                          r"tanh|dropout|bernoulli|vecdot|sqrt|lerp"),
 ]
 
 

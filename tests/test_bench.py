@@ -35,7 +35,10 @@ def test_tiny_run_then_resume_writes_json_and_csv(tmp_path, capsys):
 
     result = json.loads((tmp_path / "latest-cpu.json").read_text())
     assert result["complete"] and result == json.loads(json_path.read_text())
-    assert result["rows"][:3] == first["rows"] and result["meta"]["resumed_from"][0]["date"] == first["meta"]["date"]
+    def kept(rows):  # utilisation is rescaled to the peak GEMM rate of both runs
+        return [{k: v for k, v in r.items() if k != "utilisation"} for r in rows]
+    assert kept(result["rows"][:3]) == kept(first["rows"])
+    assert result["meta"]["resumed_from"][0]["date"] == first["meta"]["date"]
     meta = result["meta"]
     for key in ("device_name", "threads", "torch", "transformers", "date", "gemm_gflops"):
         assert meta[key], key
@@ -86,3 +89,12 @@ def test_memory_shortfall_scales_a_smaller_batch():
     rows[0]["mem_mb"] = 1e9  # 1 PB at batch 8: batch 32 cannot fit; batch 8 itself is not estimated
     assert "GiB available" in bench.memory_shortfall(replace(small, batch=32), rows, "cpu")
     assert bench.memory_shortfall(small, rows, "cpu") is None
+
+
+def test_utilisation_is_against_the_runs_peak_gemm_rate():
+    result = {"meta": {"gemm_gflops": {"fp32": {"median": 100.0}}},
+              "rows": [{"dtype": "fp32", "model_gflop": 20.0, "ms_median": 200.0, "gemm_gflops": 80.0},
+                       {"dtype": "fp32", "model_gflop": 30.0, "ms_median": 250.0, "gemm_gflops": 160.0}]}
+    bench.rescale_utilisation(result)
+    assert result["meta"]["gemm_peak_gflops"] == {"fp32": 160.0}
+    assert [r["utilisation"] for r in result["rows"]] == pytest.approx([20 / (0.2 * 160), 30 / (0.25 * 160)])

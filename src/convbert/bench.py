@@ -359,8 +359,8 @@ def device_name(device: str) -> str:
 
 def case_rows(case: Case, contenders: list[Contender], times: dict[str, list[float]], gemm: float
               ) -> list[dict[str, Any]]:
-    """One row per model; ratios are medians of paired per-repeat ratios, utilisation = model FLOPs / (t x GEMM),
-    with the GEMM rate probed right after the configuration (a shared machine's speed drifts during a run)."""
+    """One row per model; ratios are medians of paired per-repeat ratios, utilisation = model FLOPs / (t x GEMM)
+    with the GEMM rate probed right after the configuration (`save` rescales it to the run's peak)."""
     rows = []
     for c in contenders:
         t = times[c.role]
@@ -385,7 +385,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     by_case: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in rows:
         by_case.setdefault((r["preset"], r["mode"], r["dtype"], r["seq_len"], r["batch"]), {})[r["role"]] = r
-    compiled = any("ours-compiled" in roles for roles in by_case.values())
+    compiled = any("ours-compiled" in roles for roles in by_case.values())  # cells stay empty where not timed
     head = ["preset", "mode", "dtype", "seq", "batch", "ours ms"] + (["compiled ms"] if compiled else []) + \
         ["HF ConvBERT ms", "ref", "ref ms", "ours/HF", "ours/ref"] + (["compiled/HF"] if compiled else []) + \
         ["ours tok/s", "util ours/HF/ref", "act. mem MB ours/HF (ratio)", "params ours/HF/ref"]
@@ -395,7 +395,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         comp = roles.get("ours-compiled")
         mem = "" if ours["mem_mb"] is None or hf["mem_mb"] is None else \
             f"{ours['mem_mb']:.0f} / {hf['mem_mb']:.0f} ({_fmt(ours['mem_ratio_vs_hf_convbert'], '.2f')}x)"
-        cells = [*map(str, key), _fmt(ours["ms_median"])] + ([_fmt(comp["ms_median"])] if compiled else []) + \
+        cells = [*map(str, key), _fmt(ours["ms_median"])] + ([_fmt(comp and comp["ms_median"])] if compiled else []) + \
             [_fmt(hf["ms_median"]), ref["model"], _fmt(ref["ms_median"]), f"{ours['ratio_vs_hf_convbert']:.2f}",
              f"{ours['ratio_vs_reference']:.2f}"] + \
             ([_fmt(comp and comp["ratio_vs_hf_convbert"], ".2f")] if compiled else []) + \
@@ -415,8 +415,20 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def rescale_utilisation(result: dict[str, Any]) -> None:
+    """Utilisation against the machine's peak: the highest GEMM rate probed in the run (at the start and beside
+    every configuration, per dtype). A probe taken while the shared machine was busy would overstate it."""
+    peak = {dt: g["median"] for dt, g in result["meta"]["gemm_gflops"].items()}
+    for r in result["rows"]:
+        peak[r["dtype"]] = max(peak.get(r["dtype"], 0.0), r.get("gemm_gflops") or 0.0)
+    for r in result["rows"]:
+        r["utilisation"] = r["model_gflop"] / (r["ms_median"] / 1e3 * peak[r["dtype"]])
+    result["meta"]["gemm_peak_gflops"] = peak
+
+
 def save(result: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
-    """<stem>.json, <stem>.csv and latest-<device>.json, each written atomically."""
+    """<stem>.json, <stem>.csv and latest-<device>.json, each written atomically (utilisation rescaled first)."""
+    rescale_utilisation(result)
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.csv", out_dir / f"latest-{result['meta']['device']}.json"]
     atomic_write_json(paths[0], result)
     atomic_write_text(paths[1], to_csv(result["rows"]))
