@@ -42,6 +42,7 @@ from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text
 from .flops import model_flops
 from .model import ConvBertModel
+from .train_utils import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -343,10 +344,6 @@ def memory_shortfall(case: Case, rows: list[dict[str, Any]], device: str) -> str
 
 
 # ---------------------------------------------------------------- environment and output
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
@@ -464,7 +461,7 @@ def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int
     "skipped", "complete", "files"}. memory_batch_sizes: batches whose activation memory is probed (None or [] =
     none). resume: the JSON of an interrupted run; its configurations are kept and the file is completed."""
     tf = _transformers()
-    threads = threads or default_threads()
+    threads = threads or available_cores()
     torch.set_num_threads(threads)
     roles = [r for r in ROLES if compile or r != "ours-compiled"]
     stamp = datetime.now().astimezone()

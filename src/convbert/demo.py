@@ -38,6 +38,7 @@ from .plots import pyplot, read_log
 from .pretrain import PretrainConfig, pretrain
 from .pretrain_data import prepare
 from .tokenizer import ConvBertTokenizer
+from .train_utils import available_cores
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,6 @@ def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = No
     plot_curves([r for r in rows if r["steps"]], out / "pretraining_curves.png")
     plot_accuracy(rows, out / "accuracy.png")
     return table
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run_jobs(fn: Callable[[Any], Any], configs: list[Any], jobs: int) -> list[tuple[Any, float]]:

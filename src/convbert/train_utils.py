@@ -43,6 +43,11 @@ class Dist:
         return self.rank == 0
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def setup_distributed(device: str | None = None) -> Dist:
     """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK (single process when unset); gloo on CPU, nccl on GPU."""
     want = device or ("cuda" if torch.cuda.is_available() else "cpu")
