@@ -98,3 +98,17 @@ def test_utilisation_is_against_the_runs_peak_gemm_rate():
     bench.rescale_utilisation(result)
     assert result["meta"]["gemm_peak_gflops"] == {"fp32": 160.0}
     assert [r["utilisation"] for r in result["rows"]] == pytest.approx([20 / (0.2 * 160), 30 / (0.25 * 160)])
+
+
+def test_quick_runs_one_small_configuration(tmp_path, capsys):
+    args = parse("--quick", "--device", "cpu", "--no-memory", "--out", str(tmp_path))
+    assert args.func(args) == 0
+    result = json.loads((tmp_path / "latest-cpu.json").read_text())
+    assert result["complete"] and not result["skipped"]
+    assert {(r["preset"], r["mode"], r["seq_len"], r["batch"], r["role"]) for r in result["rows"]} == {
+        ("small", m, 128, 8, role) for m in ("fwd", "train") for role in ("ours", "hf-convbert", "reference")}
+    assert all(len(r["ms_repeats"]) == bench.MIN_REPEATS and 0 < r["ratio_vs_hf_convbert"] < math.inf
+               for r in result["rows"])
+    check = result["checks"]["small"]
+    assert check["params_equal_ours_hf"] and check["max_abs_diff_ours_vs_hf"] < 1e-4
+    assert "| small | fwd | fp32 | 128 | 8 |" in capsys.readouterr().out
