@@ -7,12 +7,23 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from scipy import stats
 
 from convbert import ConvBertConfig, ConvBertModel
-from convbert.electra import ElectraPretrainer, example_seeds, generator_config, gumbel_sample, mask_tokens
+from convbert.counter_rng import uniform
+from convbert.electra import (
+    STATS,
+    ElectraPretrainer,
+    example_keys,
+    generator_config,
+    mask_tokens,
+    max_predictions,
+    sample_tokens,
+)
 from convbert.fetch import read_vader
 from convbert.pretrain import Batches, PretrainConfig, pretrain
 from convbert.pretrain_data import PretrainShards, prepare
@@ -44,68 +55,119 @@ def random_batch(B=400, T=128, vocab=1000, seed=0):
     return ids, special
 
 
+def keys_for(seed, step, n):
+    return torch.from_numpy(example_keys(seed, step, np.arange(n)))
+
+
+def selected_of(m):
+    """(B, T) bool: the positions of the real prediction slots."""
+    return torch.zeros_like(m.masked_ids, dtype=torch.bool).scatter(1, m.positions, m.weights)
+
+
+def test_uniform_hash_is_uniform_and_streams_are_independent():
+    keys = keys_for(0, 0, 4096)
+    u = uniform(keys, 1, torch.arange(256))  # (4096, 256): 1M draws
+    assert u.dtype == torch.float32 and 0 <= u.min() and u.max() < 1
+    counts = torch.histc(u, bins=64, min=0, max=1)
+    assert stats.chisquare(counts.numpy()).pvalue > 1e-3
+    assert abs(u.mean() - 0.5) < 2e-3 and abs(u.var() - 1 / 12) < 1e-3
+    other = uniform(keys, 2, torch.arange(256))
+    for a, b in ((u, other), (u[:, :-1], u[:, 1:]), (u[:-1], u[1:])):  # streams, neighbouring positions, examples
+        assert abs(np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1]) < 5e-3
+    assert torch.equal(u, uniform(keys, 1, torch.arange(256))), "a pure function of (key, stream, counter)"
+
+
+def test_example_keys_are_a_function_of_seed_step_and_index():
+    a = example_keys(3, 7, np.arange(8))
+    assert a.dtype == np.int64 and (a >= 0).all() and len(set(a.tolist())) == 8
+    assert (example_keys(3, 7, np.arange(4, 8)) == a[4:]).all()
+    assert not (example_keys(3, 8, np.arange(8)) == a).any() and not (example_keys(4, 7, np.arange(8)) == a).any()
+
+
 def test_masking_statistics():
     ids, special = random_batch()
-    masked, selected = mask_tokens(ids, special, MASK, example_seeds(0, 0, range(len(ids))))
+    m = mask_tokens(ids, special, MASK, keys_for(0, 0, len(ids)))
+    selected = selected_of(m)
+    P = max_predictions(128, 0.15)
+    assert m.positions.shape == m.weights.shape == (len(ids), P) == (len(ids), 19), "static slots"
     candidates = ~special[ids]
     assert not (selected & ~candidates).any(), "[CLS]/[SEP]/[PAD] are never selected"
     n_cand, n_sel = candidates.sum(1), selected.sum(1)
-    expected = torch.clamp(torch.round(n_cand * 0.15), 1, int(0.155 * 128))
+    expected = torch.clamp(torch.round(n_cand * 0.15), 1, P)
     assert torch.equal(n_sel, expected), "round(15%) per sequence, at least 1, at most max_predictions (19)"
-    changed = masked != ids
+    assert torch.equal(m.weights.sum(1), n_sel) and (m.positions.sort(1).values.diff(dim=1) > 0).all()
+    changed = m.masked_ids != ids
     assert not (changed & ~selected).any()
-    assert (masked[changed] == MASK).all(), "no random-token replacement: only [MASK]"
-    frac_mask = changed.sum() / selected.sum()
-    assert 0.83 < frac_mask < 0.87, f"85% of selected positions become [MASK], got {frac_mask:.3f}"
+    assert (m.masked_ids[changed] == MASK).all(), "no random-token replacement: only [MASK]"
+    n, k = int(selected.sum()), int(changed.sum())
+    assert stats.binomtest(k, n, 0.85).pvalue > 1e-3, f"85% of selected positions become [MASK], got {k / n:.3f}"
     # the draw is uniform over candidate positions: position frequencies are flat
     per_pos = selected[:, 1:60].float().sum(0) / candidates[:, 1:60].float().sum(0)
     assert per_pos.std() < 0.03 and abs(per_pos.mean() - 0.15) < 0.02
 
 
-def test_masking_depends_only_on_example_seed():
+def test_masks_and_samples_depend_only_on_the_example():
+    """What a global batch gets does not depend on how it is split over ranks or micro-batches."""
     ids, special = random_batch(B=8)
-    seeds = example_seeds(3, 7, range(8))
-    a = mask_tokens(ids, special, MASK, seeds)[0]
-    b = torch.cat([mask_tokens(ids[:4], special, MASK, seeds[:4])[0],
-                   mask_tokens(ids[4:], special, MASK, seeds[4:])[0]])
-    assert torch.equal(a, b)
-    assert not torch.equal(a, mask_tokens(ids, special, MASK, example_seeds(3, 8, range(8)))[0])
+    keys = keys_for(3, 7, 8)
+    whole = mask_tokens(ids, special, MASK, keys)
+    halves = [mask_tokens(ids[sl], special, MASK, keys[sl]) for sl in (slice(0, 4), slice(4, 8))]
+    for field in ("masked_ids", "positions", "weights"):
+        assert torch.equal(getattr(whole, field), torch.cat([getattr(h, field) for h in halves]))
+    log_probs = torch.randn(8, whole.positions.shape[1], 1000).log_softmax(-1)
+    s = sample_tokens(log_probs, keys, whole.positions)
+    assert torch.equal(s, torch.cat([sample_tokens(log_probs[sl], keys[sl], whole.positions[sl])
+                                     for sl in (slice(0, 4), slice(4, 8))]))
+    assert not torch.equal(whole.masked_ids, mask_tokens(ids, special, MASK, keys_for(3, 8, 8)).masked_ids)
 
 
-def test_gumbel_sampling_is_fp32_and_matches_the_softmax():
-    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0]]).repeat(20000, 1).to(torch.bfloat16)
-    seeds = example_seeds(0, 0, range(200))
-    rows = torch.arange(20000) // 100
-    s = gumbel_sample(logits, seeds, rows)
-    freq = torch.bincount(s, minlength=4).float() / len(s)
-    assert torch.allclose(freq, logits[0].float().softmax(-1), atol=0.015)
-    assert not s.requires_grad
+def test_sampling_is_categorical_under_the_softmax():
+    """One inverse-CDF draw per slot has the generator's distribution (ELECTRA draws it by Gumbel-max)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, generator=g) * 2
+    log_probs = logits.log_softmax(-1).expand(500, 100, 50)  # 50,000 slots with one distribution
+    s = sample_tokens(log_probs, keys_for(0, 0, 500), torch.arange(100).expand(500, 100))
+    assert not s.requires_grad and s.min() >= 0 and s.max() < 50
+    observed = torch.bincount(s.flatten(), minlength=50).double()
+    expected = logits.double().softmax(-1) * s.numel()
+    assert stats.chisquare(observed.numpy(), expected.numpy()).pvalue > 1e-3
+    assert (sample_tokens(torch.tensor([[[0.0, -1e9, -1e9]]]), keys_for(0, 0, 1), torch.zeros(1, 1, dtype=torch.long))
+            == 0).all(), "a certain token is always drawn"
 
 
-def tiny_pretrainer(objective="electra"):
-    c = ConvBertConfig.preset("tiny", vocab_size=60, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+def tiny_pretrainer(objective="electra", dropout=0.1):
+    c = ConvBertConfig.preset("tiny", vocab_size=60, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     torch.manual_seed(0)
-    return ElectraPretrainer(c, generator_config(c, 0.25), objective)
+    return ElectraPretrainer(c, generator_config(c, 0.25), [CLS, SEP, PAD, MASK], MASK, objective)
 
 
 def test_embeddings_are_tied_and_labels_are_built_from_samples():
-    model = tiny_pretrainer()
+    model = tiny_pretrainer(dropout=0.0)
     g, dsc = model.generator.convbert.embeddings, model.discriminator.convbert.embeddings
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
         assert getattr(g, name) is getattr(dsc, name)
     assert model.generator.generator_lm_head.weight is dsc.word_embeddings.weight
     assert hasattr(model.generator.convbert, "embeddings_project")  # own projection E -> d_gen
 
-    ids, special = random_batch(B=6, T=24, vocab=60)
+    ids, _ = random_batch(B=6, T=24, vocab=60)
     mask = (ids != PAD).long()
-    seeds = example_seeds(0, 0, range(6))
+    keys = keys_for(0, 0, 6)
     captured = {}
     disc_forward = model.discriminator.forward
     model.discriminator.forward = lambda x, *a, **k: captured.setdefault("x", x) is not None and disc_forward(x, *a)
-    out = model(ids, mask, torch.zeros_like(ids), special, MASK, seeds)
+    out = model(ids, mask, torch.zeros_like(ids), keys)
     corrupted = captured["x"]
-    masked, selected = mask_tokens(ids, special, MASK, seeds)
+    m = mask_tokens(ids, model.special, MASK, keys)
+    selected = selected_of(m)
     assert torch.equal(corrupted[~selected], ids[~selected]), "only masked positions are replaced"
+    # the samples are the generator's, drawn from its distribution at the masked positions
+    h = model.generator.convbert(m.masked_ids, mask, torch.zeros_like(ids))
+    log_probs = model.generator.predict(h).log_softmax(-1)
+    drawn = sample_tokens(log_probs.gather(1, m.positions[..., None].expand(-1, -1, 60)), keys, m.positions)
+    assert torch.equal(corrupted.gather(1, m.positions)[m.weights], drawn[m.weights])
+    targets = ids.gather(1, m.positions)
+    nll = -log_probs.gather(-1, ids[..., None]).squeeze(-1).gather(1, m.positions)
+    assert torch.allclose(out.mlm_loss, nll[m.weights].mean(), atol=1e-6), "MLM loss over the real slots only"
     # the loss is MLM + 50 x BCE(replaced = sample != original) over real tokens
     disc_logits = disc_forward(corrupted, mask, torch.zeros_like(ids)).logits
     real = mask.bool()
@@ -113,17 +175,42 @@ def test_embeddings_are_tied_and_labels_are_built_from_samples():
         disc_logits[real], (corrupted != ids)[real].float())
     assert torch.allclose(out.disc_loss, bce, atol=1e-6)
     assert torch.allclose(out.loss, out.mlm_loss + 50 * out.disc_loss, atol=1e-5)
+    counts = dict(zip(STATS, out.stats.tolist()))
     sampled_same = (corrupted == ids) & selected
-    assert out.stats["replaced"] == ((corrupted != ids) & real).sum()
-    assert sampled_same.sum() + out.stats["replaced"] == selected.sum()
+    assert counts["replaced"] == ((corrupted != ids) & real).sum()
+    assert sampled_same.sum() + counts["replaced"] == selected.sum() == counts["masked"]
+    assert counts["gen_correct"] == ((log_probs.argmax(-1).gather(1, m.positions) == targets) & m.weights).sum()
 
 
 def test_mlm_objective_has_no_discriminator():
     model = tiny_pretrainer("mlm")
     assert not hasattr(model, "discriminator")
-    ids, special = random_batch(B=4, T=16, vocab=60)
-    out = model(ids, (ids != PAD).long(), torch.zeros_like(ids), special, MASK, example_seeds(0, 0, range(4)))
+    ids, _ = random_batch(B=4, T=16, vocab=60)
+    out = model(ids, (ids != PAD).long(), torch.zeros_like(ids), keys_for(0, 0, 4))
     assert out.disc_loss == 0 and torch.isfinite(out.mlm_loss)
+
+
+def test_the_pretraining_step_compiles_as_one_graph():
+    """fullgraph=True fails on any graph break, so the forward has no host sync; with dropout off it computes
+    what eager computes, and its gradients too."""
+    ids, _ = random_batch(B=4, T=16, vocab=60)
+    args = (ids, (ids != PAD).long(), torch.zeros_like(ids), keys_for(0, 0, 4))
+    eager, compiled = tiny_pretrainer(dropout=0.0), tiny_pretrainer(dropout=0.0)
+    compiled_forward = torch.compile(compiled, fullgraph=True, dynamic=False)
+    a, b = eager(*args), compiled_forward(*args)
+    for name in ("loss", "mlm_loss", "disc_loss"):
+        assert torch.allclose(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-5), name
+    assert torch.equal(a.stats, b.stats)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
+    with_dropout = torch.compile(tiny_pretrainer(dropout=0.1), fullgraph=True, dynamic=False)
+    torch.manual_seed(0)
+    first = with_dropout(*args).loss
+    torch.manual_seed(0)
+    assert torch.equal(first, with_dropout(*args).loss), "compiled dropout follows torch's generator state"
+    assert not torch.allclose(first, b.loss)
 
 
 # ------------------------------------------------------------------------------------------ the loop

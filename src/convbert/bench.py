@@ -522,9 +522,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `bench` subcommand."""
     p = subparsers.add_parser("bench", help="speed and memory vs transformers' ConvBERT and ELECTRA/BERT",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", nargs="+", default=list(PRESETS), help="model sizes (default: %(default)s)")
-    p.add_argument("--seq-lens", nargs="+", type=int, default=list(SEQ_LENS), help="default: %(default)s")
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=list(BATCH_SIZES), help="default: %(default)s")
+    p.add_argument("--pretrain", action="store_true",
+                   help="time the whole pretraining step against a transformers ELECTRA loop instead")
+    p.add_argument("--presets", nargs="+",
+                   help=f"model sizes (default: {' '.join(PRESETS)}; with --pretrain: mini small base)")
+    p.add_argument("--seq-lens", nargs="+", type=int,
+                   help=f"default: {' '.join(map(str, SEQ_LENS))}; with --pretrain: 128")
+    p.add_argument("--batch-sizes", nargs="+", type=int,
+                   help=f"default: {' '.join(map(str, BATCH_SIZES))}; with --pretrain: 32")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                    help="fwd: eval inference forward; train: forward, backward, AdamW step (default: both)")
     p.add_argument("--repeats", type=int, default=MIN_REPEATS, help=f"timed repeats, at least {MIN_REPEATS}")
@@ -542,10 +547,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="default: %(default)s")
     p.add_argument("--resume", type=Path, metavar="JSON",
                    help="complete an interrupted run: keep the configurations in its <device>-<date>.json")
+    p.add_argument("--reference", type=Path, help="--pretrain: the reference loop's file "
+                                                  "(default: benchmarks/electra_reference.py of this checkout)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import bench_pretrain
+
+    defaults = (bench_pretrain.PRESETS, (128,), (32,)) if args.pretrain else (PRESETS, SEQ_LENS, BATCH_SIZES)
+    for name, default in zip(("presets", "seq_lens", "batch_sizes"), defaults):
+        if getattr(args, name) is None:
+            setattr(args, name, list(default))
     if args.quick:
         args.presets, args.seq_lens, args.batch_sizes = ["small"], [128], [8]
         args.modes, args.repeats = list(MODES), MIN_REPEATS
@@ -564,6 +577,16 @@ def run(args: argparse.Namespace) -> int:
     if args.dtype == "bf16" and not bf16_ok:
         raise InputError("--dtype bf16: this GPU does not support bfloat16")
     dtypes = [args.dtype] if args.dtype else ["fp32"] + (["bf16"] if device == "cuda" and bf16_ok else [])
+    if args.pretrain:
+        result = bench_pretrain.run_pretrain_benchmark(
+            args.presets, args.seq_lens, args.batch_sizes, dtypes, args.repeats, args.warmup, device, args.threads,
+            args.compile, args.out, args.reference or bench_pretrain.REFERENCE)
+        meta = result["meta"]
+        print(f"{meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}, "
+              f"transformers {meta['transformers']}\n")
+        print(bench_pretrain.markdown_table(result["rows"]))
+        print("\nwrote " + ", ".join(result["files"]))
+        return 0
     result = run_benchmark(args.presets, args.seq_lens, args.batch_sizes, args.modes, dtypes, args.repeats,
                            args.warmup, device, args.threads, args.compile,
                            None if args.no_memory else args.memory_batch_sizes, args.out, resume=args.resume)

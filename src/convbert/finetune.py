@@ -502,7 +502,7 @@ def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int
     steps_per_epoch = -(-len(shard_indices(n, d.rank, d.world_size)) // per_rank)
     total = min(cfg.epochs * steps_per_epoch, cfg.max_steps or math.inf)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, layer_decay=None if cfg.layer_decay == 1 else
-                               cfg.layer_decay, num_layers=model.config.num_hidden_layers, device=d.device)
+                               cfg.layer_decay, num_layers=model.config.num_hidden_layers)
     scheduler = linear_schedule(optimizer, round(cfg.warmup_frac * total), total)
     scaler = grad_scaler(cfg.precision, d.device)
     history: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import counter_rng
 from .config import ConvBertConfig
 from .errors import InputError
 
@@ -37,6 +38,20 @@ class QuestionAnsweringOutput:
 
 
 # ------------------------------------------------------------------------------------------ blocks
+def _compiling_on_cpu(x: Tensor) -> bool:
+    """Inside torch.compile, for CPU code: where inductor's own random numbers and convolutions are slow."""
+    return x.device.type == "cpu" and torch.compiler.is_compiling()
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout; compiled for a CPU, a hashed mask that inductor fuses into the neighbouring kernel."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and self.p > 0 and _compiling_on_cpu(x):
+            return counter_rng.dropout(x, self.p)
+        return F.dropout(x, self.p, self.training)
+
+
 class Embeddings(nn.Module):
     def __init__(self, c: ConvBertConfig):
         super().__init__()
@@ -44,7 +59,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.embedding_size)
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.embedding_size)
         self.LayerNorm = nn.LayerNorm(c.embedding_size, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.dropout = Dropout(c.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
         T = input_ids.shape[1]
@@ -65,6 +80,11 @@ class SeparableConv1D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, d) -> (B, T, A)
         w = self.depthwise.weight  # (d, 1, K)
+        if _compiling_on_cpu(x):  # K shifted slices, fused into one kernel forward and backward
+            T, K = x.shape[1], w.shape[-1]
+            xp = F.pad(x, (0, 0, K // 2, K // 2))  # (B, T + K - 1, d)
+            h = sum(xp[:, j:j + T] * w[:, 0, j] for j in range(K))
+            return F.linear(h, self.pointwise.weight.squeeze(-1), self.bias.squeeze(-1))
         # As a 2-D conv over a (B, d, 1, T) view of x, oneDNN reads and writes the (B, T, d) layout in place:
         # no transposed copies, and much faster than the 1-D depthwise kernel on CPU.
         h = F.conv2d(x.transpose(1, 2).unsqueeze(2), w.unsqueeze(2), padding=(0, w.shape[-1] // 2),
@@ -110,6 +130,10 @@ def lightweight_conv(v: Tensor, kernel: Tensor) -> Tensor:
     v: (B, T, Hn, hs); kernel: (B, T, Hn, K) or (Hn, K), already normalised over K.
     A weighted sum of K shifted slices of the padded sequence: no K-times buffer, no transposes.
     """
+    if torch.compiler.is_compiling():  # a plain sum of products, which inductor fuses forward and backward
+        T, K = v.shape[1], kernel.shape[-1]
+        vp = F.pad(v, (0, 0, 0, 0, K // 2, K // 2))
+        return sum(vp[:, j:j + T] * kernel[..., j:j + 1] for j in range(K))
     if torch.is_grad_enabled() and (v.requires_grad or kernel.requires_grad):
         return _LightweightConv.apply(v, kernel)
     return _shift_sum(v, kernel)[0]  # (B, T, Hn, hs)
@@ -140,8 +164,15 @@ class MixedAttention(nn.Module):
         q = self.query(x)  # (B, T, A)
         k = self.key(x).view(B, T, Hn, hs).transpose(1, 2)  # (B, Hn, T, hs)
         v = self.value(x).view(B, T, Hn, hs).transpose(1, 2)
-        ctx = F.scaled_dot_product_attention(q.view(B, T, Hn, hs).transpose(1, 2), k, v, attn_mask=mask,
-                                             dropout_p=self.dropout_p if self.training else 0.0)
+        qh = q.view(B, T, Hn, hs).transpose(1, 2)
+        p = self.dropout_p if self.training else 0.0
+        if p and _compiling_on_cpu(x):  # the math SDPA runs with dropout anyway, here with a fused hashed mask
+            scores = (qh @ k.transpose(-1, -2)) * hs ** -0.5  # (B, Hn, T, T)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            ctx = counter_rng.dropout(scores.softmax(-1), p) @ v
+        else:
+            ctx = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, dropout_p=p)
         ctx = ctx.transpose(1, 2)  # (B, T, Hn, hs)
         if self.conv_type == "noconv":
             return ctx.reshape(B, T, Hn * hs)
@@ -187,7 +218,7 @@ class DenseAddNorm(nn.Module):
         super().__init__()
         self.dense = linear(n_in, d, groups)
         self.LayerNorm = nn.LayerNorm(d, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.dropout = Dropout(c.hidden_dropout_prob)
 
     def forward(self, h: Tensor, residual: Tensor) -> Tensor:
         return self.LayerNorm(residual + self.dropout(self.dense(h)))
@@ -306,11 +337,14 @@ class ConvBertForMaskedLM(PreTrained):
     def tie_weights(self) -> None:
         self.generator_lm_head.weight = self.convbert.embeddings.word_embeddings.weight
 
+    def predict(self, h: Tensor) -> Tensor:
+        """MLM logits (..., V) from hidden states (..., d): dense d -> E, GELU, LayerNorm, tied decoder."""
+        p = self.generator_predictions
+        return self.generator_lm_head(p["LayerNorm"](F.gelu(p["dense"](h))))
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
-        h = self.convbert(input_ids, attention_mask, token_type_ids)
-        p = self.generator_predictions
-        logits = self.generator_lm_head(p["LayerNorm"](F.gelu(p["dense"](h))))  # (B, T, V)
+        logits = self.predict(self.convbert(input_ids, attention_mask, token_type_ids))  # (B, T, V)
         loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
         return HeadOutput(logits, loss)
 
@@ -333,8 +367,9 @@ class ConvBertForPreTraining(PreTrained):
         logits = p["dense_prediction"](ACT[self.config.hidden_act](p["dense"](h))).squeeze(-1)  # (B, T)
         loss = None
         if labels is not None:  # BCE averaged over real (non-pad) tokens
-            keep = torch.ones_like(labels, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-            loss = F.binary_cross_entropy_with_logits(logits[keep].float(), labels[keep].float())
+            bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+            loss = bce.mean() if attention_mask is None else \
+                (bce * attention_mask).sum() / attention_mask.sum().clamp(min=1)
         return HeadOutput(logits, loss)
 
 
@@ -362,7 +397,7 @@ class ConvBertForSequenceClassification(PreTrained):
         p = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
         self.classifier = nn.ModuleDict({
             "dense": nn.Linear(config.hidden_size, config.hidden_size),
-            "dropout": nn.Dropout(p),
+            "dropout": Dropout(p),
             "out_proj": nn.Linear(config.hidden_size, config.num_labels)})
         self.init_weights()
 
@@ -379,7 +414,7 @@ class ConvBertForTokenClassification(PreTrained):
         super().__init__(config)
         self.convbert = ConvBertModel(config)
         p = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights()
 

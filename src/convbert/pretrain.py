@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .config import ConvBertConfig
-from .electra import ElectraPretrainer, example_seeds, generator_config, summarize
+from .electra import STATS, ElectraPretrainer, example_keys, generator_config, summarize
 from .errors import InputError
 from .fileio import atomic_write_json
 from .flops import pretraining_flops
@@ -80,7 +80,7 @@ class PretrainConfig:
     adam_eps: float = 1e-6
     max_grad_norm: float = 1.0
     precision: str = "fp32"  # fp32 | bf16 | fp16
-    compile: bool = False
+    compile: bool | None = None  # torch.compile the step (default: on CUDA; on a CPU it compiles for minutes)
     save_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -157,19 +157,18 @@ def pretrain(cfg: PretrainConfig) -> Path:
     disc_cfg, gen_cfg = build_configs(cfg, tokenizer.vocab_size, shards.max_seq_length)
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    model = ElectraPretrainer(disc_cfg, gen_cfg, cfg.objective, cfg.disc_weight, cfg.mask_prob).to(d.device)
+    model = ElectraPretrainer(disc_cfg, gen_cfg, sorted(tokenizer.special_token_ids), tokenizer.mask_token_id,
+                              cfg.objective, cfg.disc_weight, cfg.mask_prob).to(d.device)
     torch.manual_seed(cfg.seed + 1 + d.rank)  # dropout streams differ per rank
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.adam_eps, device=d.device)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.adam_eps)
     scheduler = linear_schedule(optimizer, cfg.warmup_steps, cfg.max_steps)
     scaler = grad_scaler(cfg.precision, d.device)
     start = resume(cfg, out, model, optimizer, scheduler, scaler, d)
-    if cfg.compile:
-        for m in (model.generator.convbert, getattr(model, "discriminator", model.generator).convbert):
-            m.compile()
     net = DistributedDataParallel(model) if d.world_size > 1 else model
+    # one graph without host syncs; DDP splits it at its gradient buckets
+    compile_step = cfg.compile if cfg.compile is not None else d.device.type == "cuda"
+    forward = torch.compile(net, fullgraph=d.world_size == 1, dynamic=False) if compile_step else net
 
-    special = torch.zeros(tokenizer.vocab_size, dtype=torch.bool, device=d.device)
-    special[sorted(tokenizer.special_token_ids)] = True
     batches = Batches(shards, cfg.batch_size, cfg.seed, d.rank, d.world_size)
     step_flops = pretraining_flops(disc_cfg, gen_cfg if cfg.objective == "electra" else None, cfg.batch_size,
                                    shards.max_seq_length, 1)
@@ -180,60 +179,121 @@ def pretrain(cfg: PretrainConfig) -> Path:
                                                         "generator": gen_cfg.to_dict()})
     logger = RunLog(out, d.is_main, start)
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not d.is_main, desc=f"pretrain {out.name}", unit="step")
-    bad, sums, t0, tokens = 0, {}, time.perf_counter(), 0
+    window = Window(d, cfg.max_bad_steps, out)
+    params = [p for p in model.parameters() if p.requires_grad]
     for step in range(start, cfg.max_steps):
         positions = batches.local(step)
-        losses = torch.zeros(3, device=d.device)
+        keys = example_keys(cfg.seed, step, positions)
+        step_losses = torch.zeros(3, device=d.device)
         for i in range(accum):
-            pos = positions[i * micro:(i + 1) * micro]
-            arrays = shards[batches.rows(pos)]
-            ids, mask, types = (torch.from_numpy(arrays[k]).to(d.device)
-                                for k in ("input_ids", "attention_mask", "token_type_ids"))
+            part = slice(i * micro, (i + 1) * micro)
+            arrays = shards[batches.rows(positions[part])]
+            ids, mask, types, k = (to_device(a, d.device) for a in (
+                arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], keys[part]))
             sync = i == accum - 1 or d.world_size == 1
-            ctx = net.no_sync() if not sync else contextlib.nullcontext()
-            with ctx, autocast(cfg.precision, d.device):
-                res = net(ids, mask, types, special, tokenizer.mask_token_id, example_seeds(cfg.seed, step, pos))
+            with net.no_sync() if not sync else contextlib.nullcontext(), autocast(cfg.precision, d.device):
+                res = forward(ids, mask, types, k)
             scaler.scale(res.loss / accum).backward()
-            losses += torch.stack([res.loss.detach(), res.mlm_loss.detach(), res.disc_loss.detach()]) / accum
-            for k, v in res.stats.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            tokens += int(mask.sum())
-        finite = all_reduce_sum({"ok": float(torch.isfinite(losses).all())}, d)["ok"] == d.world_size
-        if finite:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            bad = 0
-        else:
-            bad += 1
-            log.warning("step %d: non-finite loss %s, step skipped (%d in a row)", step, losses.tolist(), bad)
-            if bad >= cfg.max_bad_steps:
-                raise RuntimeError(f"{bad} non-finite losses in a row at step {step}; stopping. The last good "
-                                   f"checkpoint in {out} is intact: lower the learning rate or use bf16/fp32.")
-        optimizer.zero_grad(set_to_none=True)
+            step_losses += torch.stack([res.loss.detach(), res.mlm_loss.detach(), res.disc_loss.detach()]) / accum
+            window.stats += res.stats.detach()
+            window.tokens += int(arrays["attention_mask"].sum())  # host data: no device sync
+        bad = ~torch.isfinite(step_losses).all()
+        if d.world_size > 1:  # every rank skips together (an asynchronous collective, no host sync)
+            bad = bad.float()
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+            bad = bad.bool()
+        bad = apply_gradients(params, optimizer, scaler, cfg.max_grad_norm, bad)
         scheduler.step()
+        window.end_step(step, bad, step_losses)
         bar.update(1)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.max_steps:
-            agg = all_reduce_sum({**sums, "tokens_seen": tokens}, d)
-            elapsed = time.perf_counter() - t0
-            row = {"step": done, "lr": scheduler.get_last_lr()[0], "loss": losses[0].item(),
-                   "mlm_loss": losses[1].item(), "disc_loss": losses[2].item(), **summarize(agg),
+            agg, losses, skipped = window.flush()
+            elapsed = time.perf_counter() - window.t0
+            row = {"step": done, "lr": scheduler.get_last_lr()[0], "loss": losses[0], "mlm_loss": losses[1],
+                   "disc_loss": losses[2], **summarize(agg),
                    "tokens_per_s": agg["tokens_seen"] / max(elapsed, 1e-9), "train_flops": step_flops * done,
-                   "elapsed_s": logger.elapsed + elapsed, "skipped": int(not finite)}
+                   "elapsed_s": logger.elapsed + elapsed, "skipped": skipped}
             logger.write(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", disc_acc=f"{row.get('disc_acc', float('nan')):.3f}",
                             tok_s=f"{row['tokens_per_s']:.0f}")
-            sums, tokens, t0 = {}, 0, time.perf_counter()
+            window.restart()
             logger.elapsed = row["elapsed_s"]
-        if (done % cfg.save_every == 0 or done == cfg.max_steps) and bad == 0:  # never mid NaN streak
-            checkpoint(out, done, model, optimizer, scheduler, scaler, d, cfg, logger.elapsed)
+        if done % cfg.save_every == 0 or done == cfg.max_steps:
+            window.check()
+            if window.streak == 0:  # never mid NaN streak
+                checkpoint(out, done, model, optimizer, scheduler, scaler, d, cfg, logger.elapsed)
     bar.close()
     if d.is_main:
         export(model, tokenizer, out)
     barrier(d)
     return out
+
+
+def apply_gradients(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, max_grad_norm: float, bad: torch.Tensor) -> torch.Tensor:
+    """Clip and take the optimizer step, skipped on the device where `bad` (a 0-d bool tensor) or the gradients
+    are not finite; no host sync. Returns the skip flag."""
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+    if scaler.is_enabled():  # fp16: the scaler skips steps with non-finite gradients
+        scaler.step(optimizer)
+        scaler.update()
+    else:  # the fused AdamW skips the update when found_inf is 1
+        bad = bad | ~torch.isfinite(norm)
+        optimizer.found_inf = bad.float()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return bad
+
+
+def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on the device: through pinned memory and without blocking on CUDA."""
+    t = torch.from_numpy(a)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
+class Window:
+    """What the steps since the last log row leave on the device (summed stats, skip flags), read at log
+    and save steps only; the host keeps the run of consecutive skipped steps."""
+
+    def __init__(self, d, max_bad_steps: int, out: Path):
+        self.d, self.max_bad, self.out = d, max_bad_steps, out
+        self.streak, self.last_losses = 0, None
+        self.restart()
+
+    def restart(self) -> None:
+        self.stats = torch.zeros(len(STATS), device=self.d.device)
+        self.tokens, self.flags, self.skipped, self.t0 = 0, [], 0, time.perf_counter()
+
+    def end_step(self, step: int, bad: torch.Tensor, losses: torch.Tensor) -> None:
+        self.flags.append((step, bad))
+        self.last_losses = losses
+
+    def check(self) -> None:
+        """Read the pending skip flags (one host sync); raise after max_bad_steps skipped in a row."""
+        if not self.flags:
+            return
+        values = torch.stack([bad for _, bad in self.flags]).tolist()
+        for (step, _), bad in zip(self.flags, values):
+            if not bad:
+                self.streak = 0
+                continue
+            self.streak += 1
+            self.skipped += 1
+            log.warning("step %d: non-finite loss or gradients, step skipped (%d in a row)", step, self.streak)
+            if self.streak >= self.max_bad:
+                raise RuntimeError(f"{self.streak} non-finite losses in a row at step {step}; stopping. The last "
+                                   f"good checkpoint in {self.out} is intact: lower the learning rate or use "
+                                   "bf16/fp32.")
+        self.flags = []
+
+    def flush(self) -> tuple[dict[str, float], list[float], int]:
+        """Summed counts over steps and ranks, the last step's losses, and the steps skipped since the last row."""
+        self.check()
+        values = torch.cat([self.stats, self.last_losses]).tolist()
+        agg = all_reduce_sum({**dict(zip(STATS, values)), "tokens_seen": self.tokens}, self.d)
+        return agg, values[len(STATS):], self.skipped
 
 
 def _tokens(tokenizer: ConvBertTokenizer) -> list[str]:
