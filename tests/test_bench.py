@@ -112,3 +112,28 @@ def test_quick_runs_one_small_configuration(tmp_path, capsys):
     check = result["checks"]["small"]
     assert check["params_equal_ours_hf"] and check["max_abs_diff_ours_vs_hf"] < 1e-4
     assert "| small | fwd | fp32 | 128 | 8 |" in capsys.readouterr().out
+
+
+def test_pretrain_step_against_the_reference_loop(tmp_path, capsys):
+    args = parse("--pretrain", "--presets", "tiny", "--seq-lens", "16", "--batch-sizes", "2", "--warmup", "1",
+                 "--device", "cpu", "--out", str(tmp_path))
+    assert args.func(args) == 0
+    (json_path,) = tmp_path.glob("pretrain-cpu-*.json")
+    result = json.loads(json_path.read_text())
+    assert result["complete"] and json_path.with_suffix(".md").exists()
+    rows = {r["role"]: r for r in result["rows"]}
+    assert set(rows) == {"ours", "ours-noconv", "reference"}
+    for r in rows.values():
+        assert len(r["ms_repeats"]) == bench.MIN_REPEATS and r["vocab_size"] == 1000
+        for key in ("ms_median", "tokens_per_s", "speedup_vs_reference", "utilisation"):
+            assert 0 < r[key] < math.inf, (key, r)
+    assert rows["reference"]["speedup_vs_reference"] == 1.0
+    assert rows["ours-noconv"]["params"] != rows["ours"]["params"]  # a different architecture, same sizes
+    assert "| tiny | fp32 | 16 | 2 | 1000 |" in capsys.readouterr().out
+
+
+def test_pretrain_bench_needs_the_reference_file(tmp_path):
+    args = parse("--pretrain", "--presets", "tiny", "--reference", str(tmp_path / "missing.py"), "--out",
+                 str(tmp_path))
+    with pytest.raises(InputError, match="reference loop"):
+        bench.run(args)

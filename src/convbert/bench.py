@@ -452,6 +452,19 @@ def continue_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
     return {**result, **kept}
 
 
+def run_meta(device: str, threads: int | None, dtypes: list[str], **settings: Any) -> dict[str, Any]:
+    """A run's machine, versions, settings and GEMM rates; sets torch's thread count (default: all cores)."""
+    tf = _transformers()
+    threads = threads or available_cores()
+    torch.set_num_threads(threads)
+    return {"device": device, "device_name": device_name(device), "threads": threads, "torch": torch.__version__,
+            "transformers": tf.__version__, "python": platform.python_version(),
+            "date": datetime.now().astimezone().isoformat(), "argv": sys.argv, **settings,
+            "loadavg_start": os.getloadavg(),
+            "model_py_sha256": hashlib.sha256(Path(inspect.getfile(ConvBertModel)).read_bytes()).hexdigest()[:16],
+            "gemm_gflops": {dt: gemm_gflops(device, dt) for dt in dtypes}}
+
+
 def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int], modes: list[str],
                   dtypes: list[str], repeats: int = MIN_REPEATS, warmup: int = 1, device: str = "cpu",
                   threads: int | None = None, compile: bool = False, memory_batch_sizes: list[int] | None = None,
@@ -460,17 +473,10 @@ def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int
     """Time every (preset, mode, dtype, seq_len, batch) and write the results; returns {"meta", "checks", "rows",
     "skipped", "complete", "files"}. memory_batch_sizes: batches whose activation memory is probed (None or [] =
     none). resume: the JSON of an interrupted run; its configurations are kept and the file is completed."""
-    tf = _transformers()
-    threads = threads or available_cores()
-    torch.set_num_threads(threads)
     roles = [r for r in ROLES if compile or r != "ours-compiled"]
-    stamp = datetime.now().astimezone()
-    meta = {"device": device, "device_name": device_name(device), "threads": threads, "torch": torch.__version__,
-            "transformers": tf.__version__, "python": platform.python_version(), "date": stamp.isoformat(),
-            "argv": sys.argv, "repeats": repeats, "warmup": warmup, "seed": seed, "compile": compile,
-            "attention_mask": "all ones", "loadavg_start": os.getloadavg(),
-            "model_py_sha256": hashlib.sha256(Path(inspect.getfile(ConvBertModel)).read_bytes()).hexdigest()[:16],
-            "gemm_gflops": {dt: gemm_gflops(device, dt) for dt in dtypes}}
+    meta = run_meta(device, threads, dtypes, repeats=repeats, warmup=warmup, seed=seed, compile=compile,
+                    attention_mask="all ones")
+    threads, stamp = meta["threads"], datetime.fromisoformat(meta["date"])
     if device == "cuda":
         meta["allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
     log.info("GEMM GFLOP/s: %s", meta["gemm_gflops"])

@@ -17,7 +17,6 @@ import importlib.util
 import itertools
 import logging
 import os
-import platform
 import statistics
 import sys
 from collections.abc import Callable
@@ -29,19 +28,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bench import _transformers, device_name, gemm_gflops, paired_ratio, rescale_utilisation, timed
+from .bench import gemm_gflops, paired_ratio, rescale_utilisation, run_meta, timed
 from .config import ConvBertConfig
 from .electra import ElectraPretrainer, example_keys, generator_config, max_predictions
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text
 from .flops import forward_flops_per_token
 from .pretrain import RECIPE, apply_gradients
-from .train_utils import autocast, available_cores, grad_scaler, make_optimizer
+from .train_utils import autocast, grad_scaler, make_optimizer
 
 log = logging.getLogger(__name__)
 
 PRESETS = ("mini", "small", "base")
-VOCAB = {"mini": 8000}  # the demo's vocabulary; the others use BERT's
+VOCAB = {"mini": 8000, "tiny": 1000}  # the demo's vocabulary (mini); the others use BERT's
 SPECIAL_IDS, MASK_ID = [0, 1, 2, 3, 4], 4  # [PAD], [UNK], [CLS], [SEP], [MASK]
 ROLES = ("ours", "ours-compiled", "ours-noconv", "reference")
 REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "electra_reference.py"
@@ -199,16 +198,10 @@ def run_pretrain_benchmark(presets: list[str], seq_lens: list[int], batch_sizes:
                            repeats: int, warmup: int, device: str, threads: int | None, compile: bool,
                            out_dir: Path, reference_path: Path = REFERENCE) -> dict[str, Any]:
     """Time every (preset, dtype, seq_len, batch); write pretrain-<device>-<date>.json and .md; return the result."""
-    tf = _transformers()
     reference = load_reference(reference_path)
-    threads = threads or available_cores()
-    torch.set_num_threads(threads)
     roles = [r for r in ROLES if compile or r != "ours-compiled"]
-    stamp = datetime.now().astimezone()
-    meta = {"device": device, "device_name": device_name(device), "threads": threads, "torch": torch.__version__,
-            "transformers": tf.__version__, "python": platform.python_version(), "date": stamp.isoformat(),
-            "argv": sys.argv, "repeats": repeats, "warmup": warmup, "compile": compile,
-            "loadavg_start": os.getloadavg(), "gemm_gflops": {dt: gemm_gflops(device, dt) for dt in dtypes}}
+    meta = run_meta(device, threads, dtypes, repeats=repeats, warmup=warmup, compile=compile)
+    threads, stamp = meta["threads"], datetime.fromisoformat(meta["date"])
     result: dict[str, Any] = {"meta": meta, "rows": [], "complete": False}
     stem = f"pretrain-{device}-{stamp:%Y%m%d-%H%M%S}"
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
