@@ -32,6 +32,7 @@ import array
 import collections
 import hashlib
 import json
+import mmap
 import multiprocessing as mp
 import os
 import random
@@ -53,7 +54,7 @@ FORMAT_VERSION = 1
 SINGLE_SEGMENT_PROB = 0.1  # ELECTRA: the first segment takes the whole example
 SHORT_TARGET_PROB = 0.05  # ELECTRA: the next example gets a random target length in [5, L]
 MIN_TARGET_LENGTH = 5
-DEFAULT_SHARD_SIZE = 4 << 20  # bytes of input text per chunk/shard
+DEFAULT_SHARD_SIZE = 1 << 20  # bytes of input text per chunk/shard: small enough to balance the workers
 ENCODE_BATCH = 1000  # sentences per encode_batch call
 JSONL_SUFFIXES = (".jsonl", ".json")
 COUNT_KEYS = (
@@ -67,7 +68,7 @@ COUNT_KEYS = (
     "short_target_examples",  # examples built with a random target length (< L)
     "replaced_chars",
 )
-_CACHE_SHARDS = 64  # open memmaps kept by PretrainShards
+_CACHE_SHARDS = 256  # open memmaps kept by PretrainShards
 
 
 class _Segment(NamedTuple):
@@ -276,42 +277,58 @@ def _json_text(text: str, seg: _Segment, line: int, offset: int, text_field: str
 
 def _iter_items(seg: _Segment, errors: str, text_field: str, counts: dict[str, int]) -> Iterator[str | None]:
     """Yield the sentences of a file segment, and None at the end of each document."""
-    in_doc = False
     with open(seg.path, "rb") as f:
         f.seek(seg.start)
-        offset, line = seg.start, seg.line
-        while offset < seg.end:
-            raw = f.readline()
-            if not raw:
-                break
-            text = _decode(raw, seg, line, offset, errors, counts)
-            if seg.jsonl:
-                if text.strip():
-                    for sentence in _json_text(text.rstrip("\r\n"), seg, line, offset, text_field).split("\n"):
-                        if sentence := sentence.strip():
-                            in_doc = True
-                            yield sentence
-                    if in_doc:
-                        in_doc = False
-                        yield None
-            elif text := text.strip():
-                in_doc = True
-                yield text
-            elif in_doc:
-                in_doc = False
-                yield None
-            offset += len(raw)
-            line += 1
+        data = f.read(seg.end - seg.start)
+    if seg.jsonl:
+        yield from _jsonl_items(data, seg, errors, text_field, counts)
+        return
+    try:  # one decode and split for the whole segment: no per-line Python I/O
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if errors == "strict":  # decode the offending line alone: the error names its line and byte offset
+            line_start = data.rfind(b"\n", 0, e.start) + 1
+            line_end = data.find(b"\n", e.start)
+            _decode(data[line_start:len(data) if line_end < 0 else line_end], seg,
+                    seg.line + data.count(b"\n", 0, e.start), seg.start + line_start, errors, counts)
+        text = data.decode("utf-8", "replace")
+        counts["replaced_chars"] += text.count("\ufffd") - data.count("\ufffd".encode())
+    in_doc = False
+    for line in text.split("\n"):
+        if line := line.strip():
+            in_doc = True
+            yield line
+        elif in_doc:
+            in_doc = False
+            yield None
     if in_doc:
         yield None
+
+
+def _jsonl_items(data: bytes, seg: _Segment, errors: str, text_field: str, counts: dict[str, int]
+                 ) -> Iterator[str | None]:
+    """A JSONL segment: each object's text is a document, its lines are the sentences."""
+    offset = seg.start  # of the line
+    for line, raw in enumerate(data.split(b"\n"), seg.line):
+        text = _decode(raw, seg, line, offset, errors, counts)
+        at, offset = offset, offset + len(raw) + 1
+        if not text.strip():
+            continue
+        in_doc = False
+        for sentence in _json_text(text.rstrip("\r"), seg, line, at, text_field).split("\n"):
+            if sentence := sentence.strip():
+                in_doc = True
+                yield sentence
+        if in_doc:
+            yield None
 
 
 _TOKENIZERS: dict[str, Tokenizer] = {}  # per worker process, by tokenizer.json path
 
 
 def _worker_tokenizer(path: str) -> Tokenizer:
-    if path not in _TOKENIZERS:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process
+    if path not in _TOKENIZERS:  # a spawned worker; forked ones inherit the main process's
         _TOKENIZERS[path] = Tokenizer.from_file(path)
     return _TOKENIZERS[path]
 
@@ -358,37 +375,58 @@ def _build_shard(job: _Job) -> dict[str, Any]:
 # Planning (main process): cut the input into chunks at document boundaries
 
 
+def _next_cut(mm: mmap.mmap, start: int, need: int, hard: int, jsonl: bool) -> int | None:
+    """Where the chunk that has `start` in it ends: after the first line ending at least `need` bytes past
+    `start` that is blank (any line for JSONL), or after the first line ending `hard` bytes past it; None when
+    the file ends first. Only the lines past `need` are looked at one by one."""
+    n = len(mm)
+    pos = start + need - 1
+    while pos < n:
+        nl = mm.find(b"\n", pos)
+        end = n if nl < 0 else nl + 1
+        if jsonl or end - start >= hard:
+            return end
+        prev = mm.rfind(b"\n", start, end - 1)
+        if not mm[(start if prev < 0 else prev + 1):end].strip():
+            return end
+        pos = end
+    return None
+
+
 def _plan_chunks(paths: list[Path], shard_size: int, inputs: list[dict[str, Any]]) -> Iterator[list[_Segment]]:
-    """Stream the inputs and yield chunks (lists of segments) of about `shard_size` bytes.
+    """Cut the inputs into chunks (lists of segments) of about `shard_size` bytes at document boundaries: the
+    first blank line once a chunk has `shard_size` bytes (any line for JSONL, where a line is a document; any
+    line too once it has 4 x `shard_size`). Reads each file once, in C (mmap, find, count).
 
     Appends one manifest entry per input to `inputs`; files with no text are skipped with a warning.
     """
     segments: list[_Segment] = []
-    size = 0
+    size = 0  # bytes in `segments`, which may span files
     for path in paths:
         jsonl = path.suffix.lower() in JSONL_SUFFIXES
+        n = path.stat().st_size
         has_text = False
-        start, start_line, offset, line = 0, 1, 0, 1
-        with open(path, "rb") as f:
-            for raw in f:
-                offset += len(raw)
-                line += 1
-                size += len(raw)
-                blank = not raw.strip()
-                has_text = has_text or not blank
-                if size >= 4 * shard_size or (size >= shard_size and (jsonl or blank)):
-                    segments.append(_Segment(str(path), jsonl, start, offset, start_line))
+        if n:
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                start, line = 0, 1
+                while (end := _next_cut(mm, start, shard_size - size, 4 * shard_size - size, jsonl)) is not None:
+                    piece = mm[start:end]
+                    has_text = has_text or bool(piece.strip())
+                    segments.append(_Segment(str(path), jsonl, start, end, line))
                     yield segments
                     segments, size = [], 0
-                    start, start_line = offset, line
+                    start, line = end, line + piece.count(b"\n")
+                rest = bool(mm[start:n].strip()) if start < n else False
+                has_text = has_text or rest
+                if rest:
+                    segments.append(_Segment(str(path), jsonl, start, n, line))
+                    size += n - start
         if not has_text:
             warnings.warn(f"{path}: input file has no text; skipped", stacklevel=2)
-        elif offset > start:
-            segments.append(_Segment(str(path), jsonl, start, offset, start_line))
         inputs.append(
             {
                 "path": str(path.resolve()),
-                "bytes": offset,
+                "bytes": n,
                 "format": "jsonl" if jsonl else "text",
                 "skipped": not has_text,
             }
@@ -462,6 +500,7 @@ def prepare(
 
     tok_path = _tokenizer_json(tokenizer_dir)
     tokenizer = _load_tokenizer(tok_path)
+    _TOKENIZERS[str(tok_path)] = tokenizer  # forked workers inherit it loaded
     special_ids = _special_ids(tokenizer, tok_path)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     dtype = "uint16" if vocab_size <= 65535 else "int32"
