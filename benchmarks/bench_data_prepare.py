@@ -235,7 +235,8 @@ def main() -> None:
     for c in report["corpora"]:
         raw = c["raw_tokenizer"]
         print(f"{c['corpus']['name']}: {c['corpus']['bytes'] / 1e6:.1f} MB, raw tokenizer {raw['seconds']:.2f} s "
-              f"({raw['mb_per_s']:.2f} MB/s); outputs identical across workers: {c['outputs_identical_across_workers']}")
+              f"({raw['mb_per_s']:.2f} MB/s); identical outputs across workers: "
+              f"{c['outputs_identical_across_workers']}")
         for r in c["runs"]:
             print(f"  {r['workers']} worker(s): {r['seconds']:.2f} s, {r['mb_per_s']:.2f} MB/s, "
                   f"{r['time_vs_raw']:.2f}x the raw time, {r['speedup_vs_1_worker']:.2f}x one worker; peak RSS MB "
