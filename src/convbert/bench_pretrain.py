@@ -182,13 +182,18 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         by_case.setdefault((r["preset"], r["dtype"], r["seq_len"], r["batch"], r["vocab_size"]), {})[r["role"]] = r
     roles = [role for role in ROLES if any(role in c for c in by_case.values())]
+    compiled = "ours-compiled" in roles
     head = ["preset", "dtype", "seq", "batch", "vocab"] + [f"{role} tok/s" for role in roles] + \
-        [f"{role} speed-up" for role in roles if role != "reference"] + ["util " + " / ".join(roles)]
+        [f"{role} speed-up" for role in roles if role != "reference"] + \
+        (["compiled / eager"] if compiled else []) + ["util " + " / ".join(roles)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, c in by_case.items():
         cells = [*map(str, key)] + [f"{c[role]['tokens_per_s']:.0f}" if role in c else "" for role in roles]
         cells += [f"{c[role]['speedup_vs_reference']:.2f}x" if role in c else "" for role in roles
                   if role != "reference"]
+        if compiled:  # the median of the paired ratios eager time / compiled time
+            cells.append(f"{paired_ratio(c['ours']['ms_repeats'], c['ours-compiled']['ms_repeats']):.2f}x"
+                         if "ours-compiled" in c else "")
         cells.append(" / ".join(f"{c[role]['utilisation']:.0%}" if role in c else "-" for role in roles))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
