@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from convbert import convert
 from convbert.config import ConvBertConfig
 from convbert.errors import InputError
-from convbert.model import ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertForSequenceClassification
+from convbert.model import ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertForSequenceClassification, ConvBertModel
 
 VOCAB = 500
 HEAD_SIZE_OVERRIDE = "attention_head_size" in {f.name for f in dataclasses.fields(ConvBertConfig)}
@@ -326,3 +326,44 @@ def test_from_hf_normalises_pytorch_bin_and_to_hf_strips_our_keys(tmp_path):
     randomize(ConvBertForSequenceClassification(config.replace(conv_type="lconv")), 7).save_pretrained(tmp_path / "lc")
     with pytest.raises(InputError, match="conv_type='lconv' has no transformers equivalent"):
         convert.resave(tmp_path / "lc", tmp_path / "lc-hf", for_transformers=True)
+    linear = ConvBertForSequenceClassification(config.replace(classifier_head="linear"))
+    linear.save_pretrained(tmp_path / "linear")
+    with pytest.raises(InputError, match="classifier_head='linear' has no transformers equivalent"):
+        convert.resave(tmp_path / "linear", tmp_path / "linear-hf", for_transformers=True)
+
+
+def test_from_bert_computes_transformers_bert(tmp_path):
+    """A BERT dir (here a random transformers BertModel, with a BertForSequenceClassification's "bert." prefix)
+    becomes a noconv, head_ratio-1 ConvBERT with the same outputs; the pooler and heads are left out."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=96, max_position_embeddings=64, pad_token_id=0)
+    torch.manual_seed(0)
+    bert = transformers.BertForSequenceClassification(cfg).eval()
+    bert.save_pretrained(tmp_path / "bert")
+    model = convert.convert_bert(tmp_path / "bert", tmp_path / "ours")
+    ours = ConvBertModel.from_pretrained(tmp_path / "ours")
+    assert (ours.config.conv_type, ours.config.head_ratio, ours.config.embedding_size) == ("noconv", 1, 48)
+    assert model.num_parameters == sum(p.numel() for n, p in bert.bert.named_parameters() if "pooler" not in n)
+    ids, mask, types = batch()
+    mask[1, -3:] = 0
+    with torch.no_grad():
+        ref = bert.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        assert (ours(ids, mask, types) - ref).abs().max() <= 1e-5
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+    with pytest.raises(InputError, match="is not bert"):
+        convert.convert_bert(tmp_path / "bert", tmp_path / "x")
+
+
+def test_minilm_converts_with_transformers_parity(tmp_path):
+    """The real pretrained BERT the demo fine-tunes (MiniLM-L6-H384, 90 MB download)."""
+    transformers = pytest.importorskip("transformers")
+    from convbert import fetch
+    src = fetch.minilm_dir()
+    convert.convert_bert(src, tmp_path / "minilm")
+    ours = ConvBertModel.from_pretrained(tmp_path / "minilm")
+    bert = transformers.BertModel.from_pretrained(src).eval()
+    ids = torch.randint(1000, 30000, (2, 24))
+    with torch.no_grad():
+        diff = (ours(ids, torch.ones_like(ids)) - bert(input_ids=ids).last_hidden_state).abs().max()
+    assert diff <= 1e-4 and (tmp_path / "minilm" / "vocab.txt").exists()

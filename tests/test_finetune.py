@@ -20,6 +20,7 @@ from convbert import ConvBertConfig
 from convbert.cli import main
 from convbert.finetune import (
     FinetuneConfig,
+    default_epochs,
     head_outputs,
     merge_shards,
     resolve,
@@ -75,7 +76,9 @@ def test_every_glue_task_trains_evaluates_and_writes_a_submission(root, tmp_path
         scores = m["best"]["metrics"][split]
         assert set(spec.metrics) <= set(scores) and finite(scores) and scores["num_examples"] == N_ROWS
     assert m["examples"]["train"] == N_ROWS * (2 if spec.double_unordered else 1)
-    assert m["config"]["epochs"] == spec.epochs and m["config"]["lr"] == 3e-4 and m["steps"] == 1
+    steps_per_epoch = math.ceil(m["examples"]["train"] / 32)
+    assert m["epochs"] == max(spec.epochs, math.ceil(600 / steps_per_epoch)), "600 steps at least"
+    assert m["config"]["lr"] == 3e-4 and m["steps"] == 1
     for name in spec.submissions.values():
         lines = (tmp_path / "out" / "submission" / name).read_text().splitlines()
         assert lines[0] == "index\tprediction" and len(lines) == N_ROWS + 1
@@ -114,11 +117,15 @@ def test_seeds_write_mean_std_median(root, tmp_path):
 def test_recipe_defaults_follow_the_paper():
     small, base = ConvBertConfig.preset("small"), ConvBertConfig.preset("base")
     c = resolve(FinetuneConfig("m", "rte"), small)
-    assert (c.lr, c.epochs, c.max_length, c.layer_decay, c.warmup_frac, c.weight_decay, c.batch_size) == (
-        3e-4, 10, 128, 0.8, 0.1, 0.01, 32)
+    assert (c.lr, c.max_length, c.layer_decay, c.warmup_frac, c.weight_decay, c.batch_size, c.min_steps) == (
+        3e-4, 128, 0.8, 0.1, 0.01, 32, 600)
+    assert (default_epochs("rte"), default_epochs("stsb"), default_epochs("cola"), default_epochs("custom")) == (
+        10, 10, 3, 3)
+    assert c.classifier_head == "linear", "the official code's head for a fresh classifier"
     assert resolve(FinetuneConfig("m", "mnli"), base).lr == 1e-4
     squad = resolve(FinetuneConfig("m", "squad_v2"), small)
-    assert (squad.epochs, squad.max_length, squad.doc_stride, squad.max_query_length) == (2, 384, 128, 64)
+    assert (default_epochs("squad_v2"), squad.max_length, squad.doc_stride, squad.max_query_length) == (
+        2, 384, 128, 64)
     assert resolve(FinetuneConfig("m", "cola", lr=1e-3, epochs=1), base).lr == 1e-3
 
 

@@ -18,6 +18,7 @@ from convbert.metrics import (
     glue_metrics,
     normalize_answer,
     regression_metrics,
+    roc_auc,
     squad_evaluate,
 )
 
@@ -443,3 +444,11 @@ def test_entity_f1_matches_seqeval(seed):
             }
         )
     assert set(got["per_type"]) == set(report) - {"micro avg", "macro avg", "weighted avg"}
+
+
+def test_roc_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.random(2000) < 0.15
+    for scores in (rng.normal(size=2000) + y, np.round(rng.normal(size=2000) + y, 1), np.zeros(2000)):
+        assert roc_auc(y, scores) == pytest.approx(skm.roc_auc_score(y, scores), abs=1e-12)
+    assert math.isnan(roc_auc(np.zeros(5), np.arange(5)))

@@ -1,5 +1,7 @@
 """The model against transformers' ConvBERT (both directions of checkpoint loading) and a naive reference."""
 
+import json
+
 import pytest
 import torch
 from reference import naive_encoder
@@ -106,6 +108,34 @@ def test_bare_model_into_head_and_back(tmp_path):
     assert not info2["missing_keys"]
     for m, ours in ((bare, True), (theirs2, False)):
         assert (outputs(m, "ConvBertModel", inputs, ours) - ref).abs().max() <= 1e-5
+
+
+def test_linear_classifier_head_and_what_transformers_does_with_it(tmp_path):
+    """The official code's head: dropout, one glorot-initialised linear layer on [CLS]. transformers loads the
+    encoder exactly but rebuilds its own dense -> GELU -> out_proj head with a fresh dense (missing keys), so its
+    predictions differ: a dir for transformers needs classifier_head "dense"."""
+    c = make_config(CONFIGS[0]).replace(classifier_head="linear", num_labels=3)
+    torch.manual_seed(0)
+    model = convbert.ConvBertForSequenceClassification(c).eval()
+    assert sorted(k for k in model.state_dict() if k.startswith("classifier.")) == [
+        "classifier.out_proj.bias", "classifier.out_proj.weight"]
+    w = model.classifier["out_proj"].weight
+    bound = (6 / (w.shape[0] + w.shape[1])) ** 0.5
+    assert w.abs().max() <= bound and w.std() > 0.5 * bound / 3 ** 0.5, "glorot-uniform, not N(0, 0.02)"
+    ids, mask, types = batch()
+    with torch.no_grad():
+        h = model.convbert(ids, mask, types)[:, 0]
+        assert torch.allclose(model(ids, mask, types).logits, model.classifier["out_proj"](h), atol=1e-6)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["classifier_head"] == "linear"
+    again = convbert.ConvBertForSequenceClassification.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(again(ids, mask, types).logits, model(ids, mask, types).logits)
+    theirs, info = transformers.ConvBertForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["classifier.dense.bias", "classifier.dense.weight"]
+    with torch.no_grad():
+        ref = theirs.convbert(ids, attention_mask=mask, token_type_ids=types).last_hidden_state[:, 0]
+    assert (ref - h).abs().max() <= 1e-5
 
 
 def test_pretraining_head_matches_electra_head(tmp_path):

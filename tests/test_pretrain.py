@@ -1,5 +1,6 @@
 """ELECTRA objective and the pretraining loop: masking statistics, labels, sampling, tying, exact resume, DDP."""
 
+import math
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from convbert.electra import (
     sample_tokens,
 )
 from convbert.fetch import read_vader
-from convbert.pretrain import Batches, PretrainConfig, pretrain
+from convbert.pretrain import Batches, PretrainConfig, held_out_split, pretrain
 from convbert.pretrain_data import PretrainShards, prepare
 from convbert.tokenizer import ConvBertTokenizer
 
@@ -286,11 +287,39 @@ def test_loss_falls_and_exports_load_in_transformers(corpus, tmp_path):
     first, last = rows[0], rows[-1]
     assert float(last["disc_loss"]) < float(first["disc_loss"])
     assert float(last["mlm_loss"]) < float(first["mlm_loss"])
+    evals = list(csv.DictReader((run / "eval.csv").open()))  # held-out: every 4 steps (10 a run) and at the end
+    assert [int(r["step"]) for r in evals] == list(range(4, 41, 4))
+    for r in evals:
+        assert 0 <= float(r["disc_auc"]) <= 1 and 0 < float(r["constant_loss"]) < math.log(2)
+        assert float(r["tokens"]) > 0 and 0 < float(r["replaced_frac"]) < 1
+    assert float(evals[-1]["mlm_loss"]) < float(evals[0]["mlm_loss"])
+    assert float(evals[-1]["disc_loss"]) < float(evals[-1]["constant_loss"]), "it detects replaced tokens"
+    assert float(evals[-1]["disc_auc"]) > 0.6
     _, info = transformers.ConvBertModel.from_pretrained(run / "discriminator", output_loading_info=True)
     assert not info["missing_keys"]
     _, info = transformers.ConvBertForMaskedLM.from_pretrained(run / "generator", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert ConvBertModel.from_pretrained(run / "discriminator").config.vocab_size == 2000
+
+
+def test_held_out_evaluation_is_fixed_and_in_eval_mode(corpus):
+    """The same weights give the same held-out numbers (no dropout, fixed corruptions), whatever the run seed."""
+    from convbert.pretrain import evaluate
+    shards = PretrainShards(corpus / "shards")
+    _, rows = held_out_split(len(shards), 1024)
+    tok = ConvBertTokenizer.from_pretrained(corpus / "tok")
+    config = ConvBertConfig.preset("tiny", vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    model = ElectraPretrainer(config, generator_config(config, 0.25), sorted(tok.special_token_ids),
+                              tok.mask_token_id).train()
+    torch.manual_seed(1)
+    a = evaluate(model, shards, rows, 7, "fp32", torch.device("cpu"))
+    torch.manual_seed(2)
+    b = evaluate(model, shards, rows, 16, "fp32", torch.device("cpu"))
+    assert model.training, "the model goes back to training mode"
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-5), k
+    assert 0.3 < a["disc_auc"] < 0.7, "an untrained discriminator is near chance"
 
 
 def test_vocab_mismatch_is_an_error(corpus, tmp_path):
@@ -304,12 +333,16 @@ def test_vocab_mismatch_is_an_error(corpus, tmp_path):
 
 def test_batches_split_the_global_batch_over_ranks(corpus):
     shards = PretrainShards(corpus / "shards")
-    one = Batches(shards, 8, 0, 0, 1)
-    two = [Batches(shards, 8, 0, r, 2) for r in range(2)]
+    train, held_out = held_out_split(len(shards), 1024)
+    assert len(held_out) == min(1024, len(shards) // 10) and not set(train) & set(held_out)
+    assert len(train) + len(held_out) == len(shards)
+    one = Batches(train, 8, 0, 0, 1)
+    two = [Batches(train, 8, 0, r, 2) for r in range(2)]
     for step in (0, 5, len(shards) // 8 + 1):  # also across an epoch boundary
         whole = one.rows(one.local(step))
         parts = [b.rows(b.local(step)) for b in two]
         assert list(whole) == [*parts[0], *parts[1]]
+        assert not set(whole) & set(held_out), "held-out rows are never trained on"
 
 
 def test_torchrun_two_processes_equal_one(corpus, tmp_path):
@@ -343,7 +376,7 @@ def test_non_finite_losses_skip_steps_then_stop(corpus, tmp_path, monkeypatch, c
     monkeypatch.setattr(electra.ElectraPretrainer, "forward", flaky)
     run = tmp_path / "run"
     cfg = PretrainConfig(data=str(corpus / "shards"), out=str(run), preset="tiny", batch_size=4, max_steps=20,
-                         save_every=2, log_every=1, max_bad_steps=3, resume="none")
+                         save_every=2, log_every=1, max_bad_steps=3, resume="none", eval_every=0)
     with pytest.raises(RuntimeError, match="3 non-finite losses in a row at step 6"):
         pretrain(cfg)
     assert "step 4: non-finite loss" in caplog.text

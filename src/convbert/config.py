@@ -12,6 +12,7 @@ from .fileio import read_json_object
 
 CONV_TYPES = ("sdconv", "dconv", "lconv", "noconv")
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu", "tanh")
+CLASSIFIER_HEADS = ("dense", "linear")
 
 
 class ConfigError(InputError):
@@ -39,6 +40,9 @@ class ConvBertConfig:
     attention_head_size: int | None = None  # head size override (TF's d/H, e.g. 64 for the small generator)
     num_groups: int = 1  # G: grouped linear FFN (medium-small uses 2)
     classifier_dropout: float | None = None  # None: hidden_dropout_prob
+    # sequence classification head on [CLS]: "dense" (transformers': dense d -> d, activation, out_proj) or
+    # "linear" (the official ELECTRA/ConvBERT code's: one linear layer, glorot init; transformers cannot load it)
+    classifier_head: str = "dense"
     conv_type: str = "sdconv"  # sdconv | dconv | lconv | noconv (paper Table 2)
     mask_conv_padding: bool = False  # zero pad positions before both convolutions (True breaks HF parity)
     num_labels: int = 2  # classification heads; 1 = regression
@@ -87,6 +91,8 @@ class ConvBertConfig:
                 bad(name, "must be in [0, 1)")
         if self.conv_type not in CONV_TYPES:
             bad("conv_type", f"must be one of {', '.join(CONV_TYPES)}")
+        if self.classifier_head not in CLASSIFIER_HEADS:
+            bad("classifier_head", f"must be one of {', '.join(CLASSIFIER_HEADS)}")
         if self.hidden_act not in ACTIVATIONS:
             bad("hidden_act", f"must be one of {', '.join(ACTIVATIONS)}")
         if self.conv_kernel_size % 2 == 0:
@@ -130,8 +136,8 @@ class ConvBertConfig:
         d.pop("num_labels")
         d["id2label"] = {str(i): label for i, label in id2label.items()}
         d["label2id"] = {label: i for i, label in id2label.items()}
-        for key in ("architectures", "attention_head_size"):  # ours, only when set
-            if d[key] is None:
+        for key, default in (("architectures", None), ("attention_head_size", None), ("classifier_head", "dense")):
+            if d[key] == default:  # ours, only when set
                 d.pop(key)
         return {"model_type": "convbert", **d}
 

@@ -32,13 +32,15 @@ from torch import Tensor
 
 from .config import PRESETS, ConvBertConfig
 from .errors import InputError
-from .fileio import atomic_dir, atomic_write_json
+from .fileio import atomic_dir, atomic_write_json, read_json_object
+from .hub import IGNORED_SUFFIXES, read_weights
 from .model import HEADS, ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertModel, PreTrained
 from .tokenizer import ConvBertTokenizer
 
 CLASSES = {"discriminator": ConvBertForPreTraining, "generator": ConvBertForMaskedLM, None: ConvBertModel}
 # keys transformers ignores, with the values that match its model
-OUR_CONFIG_KEYS = {"conv_type": "sdconv", "mask_conv_padding": False, "attention_head_size": None}
+OUR_CONFIG_KEYS = {"conv_type": "sdconv", "mask_conv_padding": False, "attention_head_size": None,
+                   "classifier_head": "dense"}
 
 # TF layout -> ours: dense kernels are (in, out); separable-conv kernels (K, d, 1) and (1, d, A); the conv bias (A,)
 TRANSFORMS = {
@@ -83,6 +85,46 @@ def resave(model_dir: str | Path, out_dir: str | Path, for_transformers: bool = 
         if for_transformers:
             config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
             atomic_write_json(tmp / "config.json", {k: v for k, v in config.items() if k not in OUR_CONFIG_KEYS})
+    return model
+
+
+# ------------------------------------------------------------------------------------------ BERT dirs
+BERT_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                    "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                    "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id")
+
+
+def convert_bert(model_dir: str | Path, out_dir: str | Path) -> ConvBertModel:
+    """A BERT encoder dir (transformers' `BertModel` or a BERT head; safetensors or pytorch_model.bin) as our
+    ConvBertModel with conv_type "noconv" and head_ratio 1, which computes BERT: the key names are the same
+    (without a "bert." prefix); the pooler is left out. Writes out_dir with the tokenizer files found."""
+    model_dir = Path(model_dir)
+    raw = read_json_object(model_dir / "config.json", "config")
+    if raw.get("model_type") != "bert":
+        raise InputError(f"{model_dir / 'config.json'}: model_type {raw.get('model_type')!r} is not bert")
+    if raw.get("position_embedding_type", "absolute") != "absolute":
+        raise InputError(f"{model_dir / 'config.json'}: position_embedding_type "
+                         f"{raw['position_embedding_type']!r}: only absolute positions convert")
+    fields = {k: raw[k] for k in BERT_CONFIG_KEYS if raw.get(k) is not None}
+    try:
+        config = ConvBertConfig(**fields, embedding_size=raw["hidden_size"], conv_type="noconv", head_ratio=1)
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{model_dir / 'config.json'}: not a BERT config: {e}") from None
+    weights = {k.removeprefix("bert."): v for k, v in read_weights(model_dir).items()
+               if not k.removeprefix("bert.").startswith(("pooler.", "cls.", "classifier.", "qa_outputs."))}
+    model = ConvBertModel(config)
+    expected = {k for k in model.state_dict() if not k.endswith(IGNORED_SUFFIXES)}
+    weights = {k: v for k, v in weights.items() if not k.endswith(IGNORED_SUFFIXES)}
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    bad = [f"{k} {tuple(v.shape)}" for k, v in weights.items() if k in expected and
+           v.shape != model.state_dict()[k].shape]
+    if missing or unexpected or bad:
+        raise InputError(f"{model_dir}: not a BERT encoder of its config.json: missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}, wrong shape {bad[:4]}")
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    has_tokenizer = (model_dir / "tokenizer.json").is_file() or (model_dir / "vocab.txt").is_file()
+    tokenizer = ConvBertTokenizer.from_pretrained(model_dir) if has_tokenizer else None
+    model.save_pretrained(out_dir, tokenizer=tokenizer)
     return model
 
 
@@ -340,6 +382,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         c.add_argument("model_dir", type=Path, help="input model directory")
         c.add_argument("out_dir", type=Path, help="output model directory")
         c.set_defaults(func=_run_resave, for_transformers=hf)
+    text = "a BERT dir (e.g. MiniLM, bert-base) -> ours as conv_type noconv, head_ratio 1 (the same encoder)"
+    c = sub.add_parser("from-bert", help=text, description=text)
+    c.add_argument("model_dir", type=Path, help="input model directory (config.json with model_type bert)")
+    c.add_argument("out_dir", type=Path, help="output model directory")
+    c.set_defaults(func=lambda a: print(f"{a.model_dir} -> {a.out_dir}: ConvBertModel (noconv, head_ratio 1), "
+                                        f"{convert_bert(a.model_dir, a.out_dir).num_parameters / 1e6:.2f}M "
+                                        "parameters") or 0)
 
 
 def _run_tf1(args: argparse.Namespace) -> int:

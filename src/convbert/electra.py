@@ -117,6 +117,8 @@ class PretrainOutput:
     mlm_loss: Tensor
     disc_loss: Tensor
     stats: Tensor  # (len(STATS),) counts to sum over micro-batches and ranks before dividing
+    disc_logits: Tensor | None = None  # (B, T) replaced-token-detection logits (objective "electra")
+    replaced: Tensor | None = None  # (B, T) bool, the labels
 
 
 class ElectraPretrainer(nn.Module):
@@ -179,7 +181,8 @@ class ElectraPretrainer(nn.Module):
         stats = torch.stack([n_masked, gen_correct.float(), n_real.float(), ((pred == replaced) & real).sum().float(),
                              (replaced & real).sum().float(), (pred & real).sum().float(),
                              (pred & replaced & real).sum().float()])
-        return PretrainOutput(mlm_loss + self.disc_weight * disc_loss, mlm_loss, disc_loss, stats)
+        return PretrainOutput(mlm_loss + self.disc_weight * disc_loss, mlm_loss, disc_loss, stats, disc_logits,
+                              replaced)
 
 
 def summarize(stats: dict[str, float]) -> dict[str, float]:

@@ -2,10 +2,12 @@
 
 Recipe (ELECTRA/ConvBERT `configure_finetuning.py`), every value a flag: AdamW (eps 1e-6, clip 1.0), lr 3e-4
 (1e-4 for base-size models, hidden >= 768), layer-wise LR decay 0.8, 10% linear warmup then linear decay to 0,
-weight decay 0.01, batch 32, max length 128, 3 epochs (10 for RTE/STS-B, 2 for SQuAD), MRPC/STS-B trained on both
-sentence orders. SQuAD defaults to max length 384 (the paper uses 512: pass --max-length 512, slow on CPU), windows
-overlapping by --doc-stride 128 tokens (the Hugging Face convention; in ELECTRA's code 128 is the step between
-windows) and questions cut to 64 tokens. Longer inputs are truncated (longest first; NER: the last words, which
+weight decay 0.01, batch 32, max length 128, 3 epochs (10 for RTE/STS-B, 2 for SQuAD) or as many as 600 optimizer
+steps take on a small training set (evaluated at most 10 times, the best kept), MRPC/STS-B trained on both sentence
+orders, and the official head: dropout then one linear layer on [CLS] (`--classifier-head dense` for transformers').
+SQuAD defaults to max length 384 (the paper uses 512: pass --max-length 512, slow on CPU), windows overlapping by
+--doc-stride 128 tokens (the Hugging Face convention; in ELECTRA's code 128 is the step between windows) and
+questions cut to 64 tokens. Longer inputs are truncated (longest first; NER: the last words, which
 then count as "O"); the number of truncated examples is logged and stored in metrics.json.
 
 One process:  convbert finetune --model runs/small/discriminator --task mrpc --data glue_data --out runs/mrpc
@@ -40,7 +42,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .config import ConvBertConfig
+from .config import CLASSIFIER_HEADS, ConvBertConfig
 from .errors import InputError
 from .fileio import atomic_dir, atomic_write_json, atomic_write_text
 from .metrics import classification_metrics, entity_f1, glue_metrics, regression_metrics, squad_evaluate
@@ -122,7 +124,10 @@ class FinetuneConfig:
     layer_decay: float = 0.8  # 1.0 disables layer-wise LR decay
     warmup_frac: float = 0.1
     weight_decay: float = 0.01
-    epochs: int | None = None  # default per task
+    epochs: int | None = None  # default per task (3; RTE/STS-B 10; SQuAD 2), more when that is < min_steps
+    min_steps: int = 600  # optimizer steps a run takes at least, unless --epochs is given (ELECTRA's epochs
+    # per task give 700+ on the GLUE sets; a 1,000-example set would otherwise get 94)
+    classifier_head: str = "linear"  # a fresh sequence head: linear (the official code's) or dense (transformers')
     batch_size: int = 32  # global training batch; evaluation batch per process
     max_length: int | None = None  # default 128; SQuAD 384
     doc_stride: int = 128  # SQuAD: tokens shared by consecutive windows
@@ -140,16 +145,22 @@ class FinetuneConfig:
     overwrite: bool = False  # replace an existing OUT
 
 
+def default_epochs(task: str) -> int:
+    """ELECTRA's epochs per task: 3; RTE and STS-B 10; SQuAD 2."""
+    return GLUE[task].epochs if task in GLUE else 2 if task_kind(task) == QA else 3
+
+
 def resolve(cfg: FinetuneConfig, model_config: ConvBertConfig) -> FinetuneConfig:
     """Fill in the per-task and per-size defaults and check the values."""
     kind = task_kind(cfg.task)
-    epochs = GLUE[cfg.task].epochs if cfg.task in GLUE else 2 if kind == QA else 3
-    c = dataclasses.replace(
-        cfg, lr=cfg.lr or (1e-4 if model_config.hidden_size >= 768 else 3e-4), epochs=cfg.epochs or epochs,
-        max_length=cfg.max_length or (384 if kind == QA else 128))
+    c = dataclasses.replace(cfg, lr=cfg.lr or (1e-4 if model_config.hidden_size >= 768 else 3e-4),
+                            max_length=cfg.max_length or (384 if kind == QA else 128))
     if c.precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {c.precision!r}")
-    for name in ("batch_size", "epochs", "seeds", "max_length") + (("max_steps",) if c.max_steps is not None else ()):
+    if c.classifier_head not in CLASSIFIER_HEADS:
+        raise InputError(f"--classifier-head must be one of {', '.join(CLASSIFIER_HEADS)}, not {c.classifier_head!r}")
+    optional = tuple(name for name in ("epochs", "max_steps") if getattr(c, name) is not None)
+    for name in ("batch_size", "seeds", "max_length", "min_steps") + optional:
         if getattr(c, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
     if not 0 < c.layer_decay <= 1 or not 0 <= c.warmup_frac <= 1 or c.lr <= 0 or c.weight_decay < 0:
@@ -462,16 +473,20 @@ def evaluate_splits(model: PreTrained, kind: str, splits: Sequence[EvalSplit], d
     return metrics, outputs
 
 
-def load_head(model_dir: str | Path, kind: str, labels: list[str] | None = None, trained: bool = False
-              ) -> PreTrained:
+def load_head(model_dir: str | Path, kind: str, labels: list[str] | None = None, trained: bool = False,
+              classifier_head: str = "linear") -> PreTrained:
     """The task head from a model dir; `labels` set the classes (None: regression for sequence heads).
-    trained=True (evaluate/predict) keeps the saved labels and refuses a dir without head weights."""
+    trained=True (evaluate/predict) keeps the saved labels and refuses a dir without head weights.
+    A sequence head is `classifier_head` unless the dir already holds a sequence classifier."""
     cls = HEADS[kind]
     overrides: dict[str, Any] = {}
     if not trained and kind != QA:
         overrides = {"id2label": dict(enumerate(labels))} if labels else {"num_labels": 1}
         if kind == SEQUENCE:
             overrides["problem_type"] = "single_label_classification" if labels else "regression"
+            saved = ConvBertConfig.from_json_file(Path(model_dir) / "config.json").architectures or []
+            if cls.__name__ not in saved:
+                overrides["classifier_head"] = classifier_head
     model, info = cls.from_pretrained(model_dir, output_loading_info=True, **overrides)
     if trained and info["missing_keys"]:
         raise InputError(f"{model_dir}: no trained {cls.__name__} head (missing {', '.join(info['missing_keys'])})")
@@ -494,13 +509,15 @@ def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int
     """Fine-tune once with `seed`; rank 0 writes the run's files into `dest`. Returns the run's metrics.json."""
     t0 = time.perf_counter()
     seed_everything(seed)  # the same fresh head on every rank
-    model = load_head(cfg.model, task.kind, task.labels).to(d.device)
+    model = load_head(cfg.model, task.kind, task.labels, classifier_head=cfg.classifier_head).to(d.device)
     torch.manual_seed(seed + 1 + d.rank)  # dropout streams differ per rank
     net = DistributedDataParallel(model) if d.world_size > 1 else model
     per_rank = cfg.batch_size // d.world_size
     n = len(task.train["input_ids"])
     steps_per_epoch = -(-len(shard_indices(n, d.rank, d.world_size)) // per_rank)
-    total = min(cfg.epochs * steps_per_epoch, cfg.max_steps or math.inf)
+    epochs = cfg.epochs or max(default_epochs(cfg.task), -(-cfg.min_steps // steps_per_epoch))
+    eval_interval = -(-epochs // 10)  # short epochs: at most 10 evaluations a run (and the last epoch)
+    total = min(epochs * steps_per_epoch, cfg.max_steps or math.inf)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, layer_decay=None if cfg.layer_decay == 1 else
                                cfg.layer_decay, num_layers=model.config.num_hidden_layers)
     scheduler = linear_schedule(optimizer, round(cfg.warmup_frac * total), total)
@@ -512,7 +529,7 @@ def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int
     step = 0
     main_split = task.evals[0].name
     bar = tqdm(total=total, disable=not d.is_main, desc=f"{task.name} seed {seed}", unit="step")
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         loss_sum = loss_count = 0.0
         rows = shard_indices(n, d.rank, d.world_size, seed, epoch)
@@ -532,8 +549,8 @@ def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
             if step >= total:
                 break
-        last = step >= total or epoch == cfg.epochs
-        if not (cfg.eval_every_epoch or last):
+        last = step >= total or epoch == epochs
+        if not (cfg.eval_every_epoch and epoch % eval_interval == 0 or last):
             continue
         sums = all_reduce_sum({"loss": loss_sum, "n": loss_count}, d)
         metrics, outputs = evaluate_splits(model, task.kind, task.evals, d, cfg)
@@ -553,7 +570,7 @@ def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int
     test_metrics, test_outputs = evaluate_splits(model, task.kind, task.tests, d, cfg)
     result = {"task": task.name, "model": str(cfg.model), "seed": seed, "world_size": d.world_size,
               "config": dataclasses.asdict(cfg), "examples": task.counts, "truncated": task.truncated,
-              "steps": step, "elapsed_s": time.perf_counter() - t0, "history": history, "best": best,
+              "epochs": epochs, "steps": step, "elapsed_s": time.perf_counter() - t0, "history": history, "best": best,
               "test": test_metrics}
     if dest is not None:
         model.save_pretrained(dest / "best", tokenizer=tok)
@@ -820,7 +837,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer-decay", type=float, help="layer-wise LR decay (default 0.8; 1.0 disables)")
     p.add_argument("--warmup-frac", type=float, help="default 0.1")
     p.add_argument("--weight-decay", type=float, help="default 0.01")
-    p.add_argument("--epochs", type=int, help="default 3; RTE/STS-B 10; SQuAD 2")
+    p.add_argument("--epochs", type=int, help="default 3; RTE/STS-B 10; SQuAD 2; more to reach --min-steps")
+    p.add_argument("--min-steps", type=int, help="optimizer steps at least, unless --epochs is given (default 600)")
+    p.add_argument("--classifier-head", choices=CLASSIFIER_HEADS,
+                   help="a fresh sequence head: linear (default, the official code's) or dense (transformers')")
     p.add_argument("--max-grad-norm", type=float, help="default 1.0")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--seeds", type=int, help="N runs (seeds seed..seed+N-1) and their mean/std/median")

@@ -133,6 +133,15 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return (first + (counts + 1) / 2)[inverse]
 
 
+def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); NaN with one class only."""
+    y, x = np.asarray(labels).astype(bool).ravel(), np.asarray(scores, dtype=float).ravel()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    return float((_ranks(x)[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def regression_metrics(predictions: ArrayLike, references: ArrayLike) -> dict[str, float]:
     """Pearson and Spearman correlation (NaN for constant input, as scipy) and mean squared error."""
     preds, refs = _pair(predictions, references)

@@ -389,23 +389,31 @@ def classification_loss(config: ConvBertConfig, logits: Tensor, labels: Tensor) 
 
 
 class ConvBertForSequenceClassification(PreTrained):
-    """[CLS] -> dropout -> dense -> act -> dropout -> out_proj (transformers' ELECTRA-style head)."""
+    """classifier_head "dense": [CLS] -> dropout -> dense -> act -> dropout -> out_proj (transformers' ELECTRA
+    head); "linear": [CLS] -> dropout -> out_proj, glorot-uniform (the official fine-tuning code's)."""
 
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
         self.convbert = ConvBertModel(config)
         p = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
-        self.classifier = nn.ModuleDict({
-            "dense": nn.Linear(config.hidden_size, config.hidden_size),
-            "dropout": Dropout(p),
-            "out_proj": nn.Linear(config.hidden_size, config.num_labels)})
+        self.classifier = nn.ModuleDict({"dropout": Dropout(p),
+                                         "out_proj": nn.Linear(config.hidden_size, config.num_labels)})
+        if config.classifier_head == "dense":
+            self.classifier["dense"] = nn.Linear(config.hidden_size, config.hidden_size)
         self.init_weights()
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.config.classifier_head == "linear":
+            nn.init.xavier_uniform_(self.classifier["out_proj"].weight)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
         c = self.classifier
         x = c["dropout"](self.convbert(input_ids, attention_mask, token_type_ids)[:, 0])  # (B, d)
-        logits = c["out_proj"](c["dropout"](ACT[self.config.hidden_act](c["dense"](x))))  # (B, num_labels)
+        if "dense" in c:
+            x = c["dropout"](ACT[self.config.hidden_act](c["dense"](x)))
+        logits = c["out_proj"](x)  # (B, num_labels)
         return HeadOutput(logits, None if labels is None else classification_loss(self.config, logits, labels))
 
 

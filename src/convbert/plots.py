@@ -10,16 +10,17 @@ from pathlib import Path
 from .errors import InputError
 
 
-def read_log(run_dir: Path) -> dict[str, list[float]]:
-    path = run_dir / "log.csv"
+def read_log(run_dir: Path, name: str = "log.csv") -> dict[str, list[float]]:
+    """A run's training log (log.csv) or held-out evaluations (eval.csv), column by column."""
+    path = run_dir / name
     try:
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            rows = [r for r in csv.DictReader(f) if None not in r.values() and None not in r]
     except OSError as e:
         raise InputError(f"{path}: cannot read the run log: {e}") from None
     if not rows:
         raise InputError(f"{path}: no logged steps yet")
-    return {k: [float(r[k]) if r[k] not in ("", None) else math.nan for r in rows] for k in rows[0]}
+    return {k: [float(r[k]) if r[k] != "" else math.nan for r in rows] for k in rows[0]}
 
 
 def pyplot():
@@ -36,8 +37,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Losses, discriminator accuracy (with the all-"original" baseline), generator accuracy and LR by step."""
     run_dir = Path(run_dir)
     log = read_log(run_dir)
+    held_out = read_log(run_dir, "eval.csv") if (run_dir / "eval.csv").exists() else None
     plt = pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig, axes = plt.subplots(2, 3 if held_out else 2, figsize=(16 if held_out else 11, 7))
     step = log["step"]
     ax = axes[0, 0]
     ax.plot(step, log["disc_loss"], label="discriminator BCE")
@@ -60,6 +62,21 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax = axes[1, 1]
     ax.plot(step, log["lr"])
     ax.set_ylabel("learning rate")
+    if held_out and "disc_auc" in held_out:
+        ax = axes[0, 2]
+        ax.plot(held_out["step"], held_out["disc_loss"], marker=".", label="held-out discriminator BCE")
+        ax.plot(held_out["step"], held_out["constant_loss"], ":", color="gray", label="constant guess")
+        ax.legend()
+        ax = axes[1, 2]
+        ax.plot(held_out["step"], held_out["disc_auc"], marker=".", label="held-out RTD ROC-AUC")
+        ax.plot(held_out["step"], held_out["gen_acc"], marker=".", label="held-out generator accuracy")
+        ax.axhline(0.5, ls=":", color="gray")
+        ax.legend()
+    elif held_out:
+        axes[0, 2].plot(held_out["step"], held_out["mlm_loss"], marker=".", label="held-out MLM loss")
+        axes[1, 2].plot(held_out["step"], held_out["gen_acc"], marker=".", label="held-out MLM accuracy")
+        axes[0, 2].legend()
+        axes[1, 2].legend()
     for a in axes[1]:
         a.set_xlabel("step")
     fig.suptitle(f"pretraining: {run_dir}")

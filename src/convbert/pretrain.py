@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -33,6 +34,7 @@ from .electra import STATS, ElectraPretrainer, example_keys, generator_config, s
 from .errors import InputError
 from .fileio import atomic_write_json
 from .flops import pretraining_flops
+from .metrics import roc_auc
 from .pretrain_data import PretrainShards, vocab_hash
 from .tokenizer import ConvBertTokenizer
 from .train_utils import (
@@ -84,6 +86,8 @@ class PretrainConfig:
     save_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 10
+    eval_every: int | None = None  # held-out evaluation every N steps and at the end (default: 10 a run; 0: never)
+    eval_examples: int = 1024  # held-out rows (at most a tenth of the shards), never trained on
     seed: int = 0
     resume: str = "auto"  # auto | none | a step-XXXXXXXX dir
     device: str | None = None  # cpu | cuda (default: cuda when available)
@@ -93,7 +97,8 @@ class PretrainConfig:
         lr, fraction = RECIPE.get(self.preset, (3e-4, 1 / 4))
         warmup = self.warmup_steps if self.warmup_steps is not None else min(10_000, self.max_steps // 10)
         c = dataclasses.replace(self, lr=self.lr or lr, generator_fraction=self.generator_fraction or fraction,
-                                warmup_steps=warmup)
+                                warmup_steps=warmup, eval_every=max(1, self.max_steps // 10)
+                                if self.eval_every is None else self.eval_every)
         if c.objective not in ("electra", "mlm"):
             raise InputError(f"objective must be electra or mlm, not {c.objective!r}")
         if c.precision not in PRECISIONS:
@@ -101,21 +106,25 @@ class PretrainConfig:
         for name in ("batch_size", "max_steps", "save_every", "log_every"):
             if getattr(c, name) < 1:
                 raise InputError(f"{name} must be >= 1")
+        for name in ("eval_every", "eval_examples"):
+            if getattr(c, name) < 0:
+                raise InputError(f"{name} must be >= 0")
         return c
 
 
 class Batches:
-    """Global batch `step` = examples [step x B, (step + 1) x B) of an endless stream of epochs, each a
-    permutation seeded by (seed, epoch); rank r takes the r-th contiguous slice."""
+    """Global batch `step` = examples [step x B, (step + 1) x B) of an endless stream of epochs over `rows`
+    (the training rows of the shards), each a permutation seeded by (seed, epoch); rank r takes the r-th
+    contiguous slice."""
 
-    def __init__(self, shards: PretrainShards, batch_size: int, seed: int, rank: int, world: int):
-        self.shards, self.n, self.batch, self.seed = shards, len(shards), batch_size, seed
+    def __init__(self, rows: np.ndarray, batch_size: int, seed: int, rank: int, world: int):
+        self.pool, self.n, self.batch, self.seed = rows, len(rows), batch_size, seed
         self.rank, self.world = rank, world
         self._perm: tuple[int, np.ndarray] | None = None
 
     def order(self, epoch: int) -> np.ndarray:
         if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n))
+            self._perm = (epoch, self.pool[np.random.default_rng([self.seed, epoch]).permutation(self.n)])
         return self._perm[1]
 
     def local(self, step: int) -> np.ndarray:
@@ -126,6 +135,14 @@ class Batches:
 
     def rows(self, positions: np.ndarray) -> np.ndarray:
         return np.array([self.order(int(p) // self.n)[int(p) % self.n] for p in positions], dtype=np.int64)
+
+
+def held_out_split(n: int, eval_examples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows) of n shard rows: min(eval_examples, n // 10) rows drawn with a fixed seed,
+    so that every run on the same shards is evaluated on the same examples."""
+    k = min(eval_examples, n // 10)
+    perm = np.random.default_rng(0).permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
 
 
 def build_configs(cfg: PretrainConfig, vocab_size: int, seq_len: int) -> tuple[ConvBertConfig, ConvBertConfig]:
@@ -169,7 +186,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     compile_step = cfg.compile if cfg.compile is not None else d.device.type == "cuda"
     forward = torch.compile(net, fullgraph=d.world_size == 1, dynamic=False) if compile_step else net
 
-    batches = Batches(shards, cfg.batch_size, cfg.seed, d.rank, d.world_size)
+    train_rows, eval_rows = held_out_split(len(shards), cfg.eval_examples if cfg.eval_every else 0)
+    batches = Batches(train_rows, cfg.batch_size, cfg.seed, d.rank, d.world_size)
     step_flops = pretraining_flops(disc_cfg, gen_cfg if cfg.objective == "electra" else None, cfg.batch_size,
                                    shards.max_seq_length, 1)
     if d.is_main:
@@ -219,6 +237,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
                             tok_s=f"{row['tokens_per_s']:.0f}")
             window.restart()
             logger.elapsed = row["elapsed_s"]
+        if len(eval_rows) and (done % cfg.eval_every == 0 or done == cfg.max_steps):
+            t_eval = time.perf_counter()
+            if d.is_main:
+                logger.write({"step": done, "train_flops": step_flops * done, "elapsed_s": logger.elapsed,
+                              **evaluate(model, shards, eval_rows, micro, cfg.precision, d.device)}, "eval")
+            barrier(d)
+            window.t0 += time.perf_counter() - t_eval  # tokens/s counts training only
         if done % cfg.save_every == 0 or done == cfg.max_steps:
             window.check()
             if window.streak == 0:  # never mid NaN streak
@@ -301,42 +326,95 @@ def _tokens(tokenizer: ConvBertTokenizer) -> list[str]:
     return sorted(vocab, key=vocab.__getitem__)
 
 
+EVAL_SEED = 0x5EED  # the held-out corruptions: the same in every run on the same shards
+EVAL_FIELDS = ("step", "train_flops", "elapsed_s", "disc_loss", "constant_loss", "disc_auc", "disc_acc",
+               "replaced_frac", "mlm_loss", "gen_acc", "tokens")
+
+
+def evaluate(model: ElectraPretrainer, shards: PretrainShards, rows: np.ndarray, micro: int, precision: str,
+             device: torch.device) -> dict[str, float]:
+    """Held-out metrics in eval mode (no dropout), with fixed masks (keys from EVAL_SEED and the row):
+    the discriminator's BCE against the constant guess of the replaced fraction, its ROC-AUC and accuracy,
+    the generator's MLM loss and accuracy on the masked slots. These move while threshold-0.5 recall is 0."""
+    was_training = model.training
+    model.eval()
+    logits, labels, stats, mlm = [], [], torch.zeros(len(STATS)), 0.0
+    with torch.no_grad(), autocast(precision, device):
+        for i in range(0, len(rows), micro):
+            part = rows[i:i + micro]
+            arrays = shards[part]
+            ids, mask, types, keys = (to_device(a, device) for a in (
+                arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"],
+                example_keys(EVAL_SEED, 0, part)))
+            out = model(ids, mask, types, keys)
+            stats += out.stats.float().cpu()
+            mlm += float(out.mlm_loss) * float(out.stats[0])  # summed over the masked slots
+            if out.disc_logits is not None:
+                real = mask.bool()
+                logits.append(out.disc_logits[real].float().cpu())
+                labels.append(out.replaced[real].cpu())
+    model.train(was_training)
+    counts = dict(zip(STATS, stats.tolist()))
+    rates = summarize(counts)
+    result = {"mlm_loss": mlm / max(counts["masked"], 1.0), "gen_acc": rates["gen_acc"], "tokens": counts["tokens"]}
+    if logits:
+        x, y = torch.cat(logits), torch.cat(labels)
+        p = min(max(float(y.float().mean()), 1e-7), 1 - 1e-7)
+        result.update(disc_loss=float(F.binary_cross_entropy_with_logits(x, y.float())),
+                      constant_loss=-(p * math.log(p) + (1 - p) * math.log(1 - p)),
+                      disc_auc=roc_auc(y.numpy(), x.numpy()), disc_acc=rates["disc_acc"],
+                      replaced_frac=rates["replaced_frac"])
+    return result
+
+
 class RunLog:
-    """log.csv always (appended across resumes, rows after the resume point dropped); TensorBoard if installed."""
+    """log.csv (training) and eval.csv (held-out), appended across resumes with the rows after the resume point
+    dropped; TensorBoard if installed."""
 
     def __init__(self, out: Path, active: bool, start: int):
-        self.active, self.path, self.elapsed = active, out / "log.csv", 0.0
+        self.active, self.elapsed = active, 0.0
+        self.files = {"train": (out / "log.csv", LOG_FIELDS), "eval": (out / "eval.csv", EVAL_FIELDS)}
         self.tb = None
         if not active:
             return
-        if self.path.exists():  # keep the rows up to the checkpoint we resumed from
-            with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-            self.elapsed = float(rows[-1]["elapsed_s"]) if rows else 0.0
-            self._rewrite(rows)
+        for kind, (path, fields) in self.files.items():
+            if path.exists():  # keep the rows up to the checkpoint we resumed from
+                rows = [r for r in read_csv_rows(path) if r.get("step", "").isdigit() and int(r["step"]) <= start]
+                if kind == "train":
+                    self.elapsed = float(rows[-1]["elapsed_s"]) if rows else 0.0
+                self._rewrite(path, fields, rows)
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(out / "tensorboard"))
         except ImportError:
             pass
 
-    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        with self.path.open("w", newline="") as f:
-            w = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
+    @staticmethod
+    def _rewrite(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fields, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
 
-    def write(self, row: dict[str, Any]) -> None:
+    def write(self, row: dict[str, Any], kind: str = "train") -> None:
         if not self.active:
             return
-        if not self.path.exists():
-            self._rewrite([])
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore").writerow(row)
+        path, fields = self.files[kind]
+        if not path.exists():
+            self._rewrite(path, fields, [])
+        with path.open("a", newline="") as f:
+            csv.DictWriter(f, fields, extrasaction="ignore").writerow(row)
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(k, v, row["step"])
+                    self.tb.add_scalar(k if kind == "train" else f"eval/{k}", v, row["step"])
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a CSV log (a row cut short by a kill is dropped)."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return [r for r in reader if None not in r.values() and None not in r]
 
 
 def checkpoint(out: Path, step: int, model, optimizer, scheduler, scaler, d, cfg: PretrainConfig,
