@@ -1,5 +1,6 @@
 """ELECTRA objective and the pretraining loop: masking statistics, labels, sampling, tying, exact resume, DDP."""
 
+import importlib.util
 import math
 import os
 import signal
@@ -295,6 +296,10 @@ def test_loss_falls_and_exports_load_in_transformers(corpus, tmp_path):
     assert float(evals[-1]["mlm_loss"]) < float(evals[0]["mlm_loss"])
     assert float(evals[-1]["disc_loss"]) < float(evals[-1]["constant_loss"]), "it detects replaced tokens"
     assert float(evals[-1]["disc_auc"]) > 0.6
+    assert all(0 < float(r["token_cosine"]) < 1 for r in evals)
+    if importlib.util.find_spec("matplotlib"):
+        from convbert.plots import plot_run
+        assert plot_run(run).stat().st_size > 10_000  # curves.png with the held-out panels
     _, info = transformers.ConvBertModel.from_pretrained(run / "discriminator", output_loading_info=True)
     assert not info["missing_keys"]
     _, info = transformers.ConvBertForMaskedLM.from_pretrained(run / "generator", output_loading_info=True)
@@ -320,6 +325,22 @@ def test_held_out_evaluation_is_fixed_and_in_eval_mode(corpus):
     for k in a:
         assert a[k] == pytest.approx(b[k], rel=1e-5), k
     assert 0.3 < a["disc_auc"] < 0.7, "an untrained discriminator is near chance"
+    assert 0.0 < a["token_cosine"] < 0.9, "a random encoder's tokens are not one vector"
+
+
+def test_token_cosine_matches_pairwise_and_flags_collapse():
+    from convbert.pretrain import token_cosine
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 6, 8, generator=g)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
+    got = token_cosine(h, mask)
+    for b in range(3):
+        u = torch.nn.functional.normalize(h[b, :int(mask[b].sum())], dim=-1)
+        c = u @ u.T
+        n = len(u)
+        assert got[b] == pytest.approx(float((c.sum() - c.diag().sum()) / (n * (n - 1))), abs=1e-6)
+    collapsed = torch.randn(1, 1, 8, generator=g).expand(2, 6, 8) * torch.rand(2, 6, 1, generator=g)
+    assert torch.allclose(token_cosine(collapsed, mask[:2]), torch.ones(2), atol=1e-6)
 
 
 def test_vocab_mismatch_is_an_error(corpus, tmp_path):

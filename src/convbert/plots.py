@@ -71,11 +71,13 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.plot(held_out["step"], held_out["disc_auc"], marker=".", label="held-out RTD ROC-AUC")
         ax.plot(held_out["step"], held_out["gen_acc"], marker=".", label="held-out generator accuracy")
         ax.axhline(0.5, ls=":", color="gray")
-        ax.legend()
     elif held_out:
         axes[0, 2].plot(held_out["step"], held_out["mlm_loss"], marker=".", label="held-out MLM loss")
         axes[1, 2].plot(held_out["step"], held_out["gen_acc"], marker=".", label="held-out MLM accuracy")
         axes[0, 2].legend()
+    if held_out and "token_cosine" in held_out:  # older runs lack it
+        axes[1, 2].plot(held_out["step"], held_out["token_cosine"], marker=".", label="held-out token cosine")
+    if held_out:
         axes[1, 2].legend()
     for a in axes[1]:
         a.set_xlabel("step")

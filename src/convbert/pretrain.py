@@ -328,17 +328,23 @@ def _tokens(tokenizer: ConvBertTokenizer) -> list[str]:
 
 EVAL_SEED = 0x5EED  # the held-out corruptions: the same in every run on the same shards
 EVAL_FIELDS = ("step", "train_flops", "elapsed_s", "disc_loss", "constant_loss", "disc_auc", "disc_acc",
-               "replaced_frac", "mlm_loss", "gen_acc", "tokens")
+               "replaced_frac", "mlm_loss", "gen_acc", "token_cosine", "tokens")
+COSINE_EXAMPLES = 64  # held-out sequences whose token vectors `token_cosine` compares
 
 
 def evaluate(model: ElectraPretrainer, shards: PretrainShards, rows: np.ndarray, micro: int, precision: str,
              device: torch.device) -> dict[str, float]:
     """Held-out metrics in eval mode (no dropout), with fixed masks (keys from EVAL_SEED and the row):
     the discriminator's BCE against the constant guess of the replaced fraction, its ROC-AUC and accuracy,
-    the generator's MLM loss and accuracy on the masked slots. These move while threshold-0.5 recall is 0."""
+    the generator's MLM loss and accuracy on the masked slots. These move while threshold-0.5 recall is 0.
+    `token_cosine` watches for collapse: the mean cosine between the top-layer vectors of two tokens of a
+    sequence (of the encoder that is fine-tuned) on the uncorrupted text, ~0.2-0.4 at random init and ~1 once
+    every token maps to the same vector, as in a discriminator stuck in the trivial phase of replaced-token
+    detection, which fine-tuning cannot move."""
     was_training = model.training
     model.eval()
-    logits, labels, stats, mlm = [], [], torch.zeros(len(STATS)), 0.0
+    logits, labels, stats, mlm, cos = [], [], torch.zeros(len(STATS)), 0.0, []
+    encoder = (model.discriminator if model.objective == "electra" else model.generator).convbert
     with torch.no_grad(), autocast(precision, device):
         for i in range(0, len(rows), micro):
             part = rows[i:i + micro]
@@ -353,10 +359,13 @@ def evaluate(model: ElectraPretrainer, shards: PretrainShards, rows: np.ndarray,
                 real = mask.bool()
                 logits.append(out.disc_logits[real].float().cpu())
                 labels.append(out.replaced[real].cpu())
+            if i < COSINE_EXAMPLES:
+                cos.append(token_cosine(encoder(ids, mask, types).float(), mask).cpu())
     model.train(was_training)
     counts = dict(zip(STATS, stats.tolist()))
     rates = summarize(counts)
-    result = {"mlm_loss": mlm / max(counts["masked"], 1.0), "gen_acc": rates["gen_acc"], "tokens": counts["tokens"]}
+    result = {"mlm_loss": mlm / max(counts["masked"], 1.0), "gen_acc": rates["gen_acc"],
+              "token_cosine": float(torch.cat(cos)[:COSINE_EXAMPLES].mean()), "tokens": counts["tokens"]}
     if logits:
         x, y = torch.cat(logits), torch.cat(labels)
         p = min(max(float(y.float().mean()), 1e-7), 1 - 1e-7)
@@ -365,6 +374,15 @@ def evaluate(model: ElectraPretrainer, shards: PretrainShards, rows: np.ndarray,
                       disc_auc=roc_auc(y.numpy(), x.numpy()), disc_acc=rates["disc_acc"],
                       replaced_frac=rates["replaced_frac"])
     return result
+
+
+def token_cosine(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per sequence, the mean cosine between the vectors of two different attended tokens: h (B, T, d)."""
+    m = mask.to(h.dtype)[..., None]  # (B, T, 1)
+    u = F.normalize(h, dim=-1) * m
+    n = m.sum((1, 2))  # (B,)
+    total = u.sum(1).pow(2).sum(-1)  # (B,) = sum over token pairs (i, j) of cos(i, j), i == j included
+    return (total - n) / (n * (n - 1)).clamp(min=1)
 
 
 class RunLog:
