@@ -1,11 +1,13 @@
 """Smoke test of the main job: `convbert demo --budget tiny --ablation` writes every artefact with finite numbers."""
 
+import json
 import math
 import re
 
 import torch
 
 from convbert.cli import main
+from convbert.demo import interval, label_subset
 
 
 def test_demo_tiny_budget(tmp_path, vader_dir, capsys):
@@ -18,15 +20,34 @@ def test_demo_tiny_budget(tmp_path, vader_dir, capsys):
     table = (out / "results.md").read_text()
     assert table.strip() in printed
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model")]
-    assert [r.split("|")[1].strip() for r in rows] == [
-        "ConvBERT (sdconv)", "ELECTRA (noconv, head_ratio 1)", "ConvBERT (dconv)", "ConvBERT (lconv)",
-        "ConvBERT, random init"]
+    names = ["ConvBERT (sdconv)", "ELECTRA (noconv, head_ratio 1)", "ConvBERT (dconv)", "ConvBERT (lconv)",
+             "ConvBERT, random init"]
+    assert [r.split("|")[1].strip() for r in rows] == names
     for row in rows:
-        numbers = [float(x) for x in re.findall(r"-?\d+\.?\d*(?:e[+-]\d+)?", row.split("|", 2)[2])]
-        assert numbers and all(math.isfinite(x) for x in numbers), row
-        dev, test = re.findall(r"(\d+\.\d) ± (\d+\.\d)", row)
-        assert all(0 <= float(v) <= 100 for v in (*dev, *test))
-    for png in ("pretraining_curves.png", "accuracy.png"):
+        accuracies = re.findall(r"(\d+\.\d) ± (\d+\.\d)", row)
+        assert len(accuracies) >= 2 and all(0 <= float(m) <= 100 and math.isfinite(float(h)) for m, h in accuracies)
+    for png in ("pretraining_curves.png", "learning_curve.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for run in ("convbert-sdconv", "electra-noconv-head-ratio-1", "convbert-dconv", "convbert-lconv"):
-        assert (out / "pretrain" / run / "discriminator" / "model.safetensors").exists()
+        assert (out / "pretrain" / f"{run}-seed0" / "discriminator" / "model.safetensors").exists()
+        assert (out / "pretrain" / f"{run}-seed0" / "eval.csv").exists()
+    summary = json.loads((out / "results.json").read_text())
+    by_model = {r["model"]: r for r in summary["rows"]}
+    assert set(by_model) == set(names)
+    assert all(0 <= e["disc_auc"] <= 1 for e in by_model["ConvBERT (sdconv)"]["held_out"])
+    for r in by_model.values():
+        assert len(r["labels=40"]["test_accuracy"]) == len(r["labels=all"]["test_accuracy"]) == 2  # 2 seeds
+
+
+def test_label_subsets_are_seeded_and_shared(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": f"s{i}", "label": "pos"}) + "\n" for i in range(100)))
+    a, b = label_subset(train, 10, 0), label_subset(train, 10, 1)
+    assert len(a.read_text().splitlines()) == 10 and a.read_text() != b.read_text()
+    assert label_subset(train, 10, 0).read_text() == a.read_text() and label_subset(train, None, 0) == train
+
+
+def test_interval_is_a_t_interval():
+    m, h = interval([1.0, 2.0, 3.0])
+    assert m == 2.0 and math.isclose(h, 4.302652729911275 * 1.0 / math.sqrt(3))
+    assert interval([5.0]) == (5.0, 0.0)

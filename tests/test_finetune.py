@@ -439,3 +439,41 @@ def test_predict_onnx_backend_matches_torch(root, tmp_path):
                    "--backend", backend, "--onnx", tmp_path / "tagger.onnx", "--batch-size", "4") == 0
         tags[backend] = [json.loads(line)["tags"] for line in out.read_text().splitlines()]
     assert tags["onnx"] == tags["torch"] and [len(t) for t in tags["onnx"]] == [len(s.split()) for s in SENTENCES]
+
+
+@pytest.fixture(scope="module")
+def sentiment_1000(vader_dir, tmp_path_factory):
+    """1,000 labelled movie-review sentences (and dev/test) from the demo's split, its tokenizer, and a mini
+    ConvBERT pretrained (MLM) on the demo's VADER text for a minute. (An RTD discriminator this young is still in
+    its trivial phase, every token's top-layer vector the same, and no fine-tuning recipe moves it.)"""
+    from convbert.demo import label_subset, write_data
+    from convbert.pretrain import PretrainConfig, pretrain
+    from convbert.pretrain_data import prepare
+    from convbert.tokenizer import ConvBertTokenizer
+
+    root = tmp_path_factory.mktemp("sentiment")
+    splits, text = write_data(vader_dir, root / "data")
+    ConvBertTokenizer.train([text], vocab_size=4000).save_pretrained(root / "tok")
+    prepare([text], root / "tok", root / "shards", max_seq_length=64, num_workers=1, progress=False)
+    run = pretrain(PretrainConfig(data=str(root / "shards"), out=str(root / "pretrain"), preset="mini",
+                                  objective="mlm", batch_size=32, max_steps=150, save_every=150, eval_every=0,
+                                  lr=1e-3))
+    tok = ConvBertTokenizer.from_pretrained(root / "tok")
+    torch.manual_seed(0)
+    ConvBertModel(ConvBertConfig.preset("mini", vocab_size=tok.vocab_size)).save_pretrained(root / "random", tok)
+    return {**splits, "train": label_subset(splits["train"], 1000, 0)}, run / "generator", root / "random"
+
+
+@pytest.mark.parametrize("which", ["pretrained", "random"])
+def test_defaults_learn_from_1000_labels(sentiment_1000, tmp_path, which):
+    """With the defaults (the official linear head, >= 600 steps, best evaluation kept) a mini learns from 1,000
+    sentences whether pretrained or not: no plateau at chance, no majority-class predictor."""
+    splits, pretrained, random = sentiment_1000
+    model = pretrained if which == "pretrained" else random
+    assert run("finetune", "--model", model, "--task", "custom", "--train", splits["train"], "--dev",
+               splits["dev"], "--test", splits["test"], "--max-length", "64", "--out", tmp_path / "out") == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["steps"] >= 600 and m["epochs"] == 19  # 32 batches an epoch
+    assert abs(m["history"][0]["train_loss"] - math.log(2)) > 0.01, "it left chance by its first evaluation"
+    test = m["test"]["test"]
+    assert test["macro_f1"] > 0.55 and test["accuracy"] > 0.58, test  # a majority-class predictor: F1 ~0.33

