@@ -51,3 +51,16 @@ def test_interval_is_a_t_interval():
     m, h = interval([1.0, 2.0, 3.0])
     assert m == 2.0 and math.isclose(h, 4.302652729911275 * 1.0 / math.sqrt(3))
     assert interval([5.0]) == (5.0, 0.0)
+
+
+def test_a_finished_run_with_other_settings_is_not_reused(tmp_path):
+    import pytest
+
+    from convbert.demo import require_same_settings
+    from convbert.errors import InputError
+
+    saved = tmp_path / "pretrain_config.json"
+    saved.write_text(json.dumps({"mask_prob": 0.15, "lr": 1e-3, "device": "cpu"}))
+    require_same_settings(saved, {"mask_prob": 0.15, "lr": 1e-3, "device": "cuda", "tokenizer": None}, "run")
+    with pytest.raises(InputError, match=r"run holds a run with other settings \(mask_prob 0.15 != 0.25\)"):
+        require_same_settings(saved, {"mask_prob": 0.25, "lr": 1e-3}, "run")

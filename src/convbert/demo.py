@@ -231,7 +231,7 @@ def _pretrain(cfg: PretrainConfig) -> Path:
     """A finished run (its final checkpoint and exports exist) with the same settings is reused."""
     run = Path(cfg.out)
     if (run / "pretrain_config.json").exists():
-        _same_settings(run / "pretrain_config.json", dataclasses.asdict(cfg), cfg.out)
+        require_same_settings(run / "pretrain_config.json", dataclasses.asdict(cfg), cfg.out)
     if (run / "discriminator" / "model.safetensors").exists() and (run / f"step-{cfg.max_steps:08d}").exists():
         return run
     return pretrain(cfg)
@@ -243,12 +243,12 @@ def _finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if not done.exists():
         return finetune(cfg)
     metrics = json.loads(done.read_text())
-    _same_settings(done, {**dataclasses.asdict(cfg), "overwrite": metrics["config"].get("overwrite")}, cfg.out,
+    require_same_settings(done, {**dataclasses.asdict(cfg), "overwrite": metrics["config"].get("overwrite")}, cfg.out,
                    metrics["config"])
     return metrics
 
 
-def _same_settings(path: Path, wanted: dict[str, Any], out: str, saved: dict[str, Any] | None = None) -> None:
+def require_same_settings(path: Path, wanted: dict[str, Any], out: str, saved: dict[str, Any] | None = None) -> None:
     """A run directory left by an earlier demo must hold the run asked for, or the demo would report it."""
     saved = json.loads(path.read_text()) if saved is None else saved
     ignore = {"resume", "device", "compile", "world_size"}
