@@ -29,14 +29,14 @@ from safetensors.torch import load_file
 
 from convbert import corpora, fetch
 from convbert.config import ConvBertConfig
-from convbert.demo import interval, label_subset, run_jobs, write_data
+from convbert.demo import finetune_or_reuse, interval, label_subset, pretrain_or_reuse, run_jobs, write_data
 from convbert.electra import generator_config
 from convbert.fileio import atomic_write_text
-from convbert.finetune import FinetuneConfig, finetune
+from convbert.finetune import FinetuneConfig
 from convbert.flops import pretraining_flops
 from convbert.model import ConvBertModel
 from convbert.plots import read_log
-from convbert.pretrain import PretrainConfig, pretrain
+from convbert.pretrain import PretrainConfig
 from convbert.pretrain_data import prepare
 from convbert.tokenizer import ConvBertTokenizer
 from convbert.train_utils import find_checkpoints
@@ -128,12 +128,6 @@ def finetune_jobs(model_dir: Path, tag: dict, splits: dict[str, Path], budgets: 
                 dev=str(splits["dev"]), test=str(splits["test"]), out=str(run), seed=seed, max_length=64,
                 overwrite=True, **recipe)))
     return jobs
-
-
-def _finetune(cfg: FinetuneConfig) -> dict:
-    if (Path(cfg.out) / "metrics.json").exists():
-        return json.loads((Path(cfg.out) / "metrics.json").read_text())
-    return finetune(cfg)
 
 
 def record(out: Path, rows: list[dict]) -> None:
@@ -259,7 +253,7 @@ def main() -> int:
     splits, tok_dir, shards = build_data(out, args.corpora, seq_lens)
     tok = ConvBertTokenizer.from_pretrained(tok_dir)
     jobs = pretrain_jobs(args.recipes, args.flops, args.points, shards, tok, out, args.pretrain_seed)
-    run_jobs(pretrain, [cfg for _, cfg, _ in jobs], args.jobs)
+    run_jobs(pretrain_or_reuse, [cfg for _, cfg, _ in jobs], args.jobs)
     ft: list[tuple[dict, FinetuneConfig]] = []
     for name, cfg, _ in jobs:
         run = Path(cfg.out)
@@ -283,7 +277,7 @@ def main() -> int:
             ConvBertModel(ConvBertConfig.preset("mini", vocab_size=tok.vocab_size)).save_pretrained(rand, tok)
         ft += finetune_jobs(rand, {"model": "random-init", "recipe": "random", "flops": 0.0, "recipe_ft": recipe_ft},
                             splits, budgets, args.seeds, out, **recipe)
-    results = run_jobs(_finetune, [c for _, c in ft], args.jobs)
+    results = run_jobs(finetune_or_reuse, [c for _, c in ft], args.jobs)
     record(out, [result_row(tag, m) for (tag, _), (m, _) in zip(ft, results)])
     print(report(out))
     if budgets:

@@ -185,7 +185,7 @@ def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = No
                 seed=seed, device=device, **RECIPE))
             row["runs"].append(run)
         rows.append(row)
-    walls = iter(run_jobs(_pretrain, pretrain_jobs, jobs))
+    walls = iter(run_jobs(pretrain_or_reuse, pretrain_jobs, jobs))
     for row in rows:
         row["wall_s"] = [_wall(run, next(walls)[1]) for run in row["runs"]]
         row["dirs"] = [run / "discriminator" for run in row["runs"]]
@@ -220,7 +220,7 @@ def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = No
                     max_steps=budget.finetune_max_steps, device=device, overwrite=True,
                     **{**FINETUNE, **row.get("finetune", {})}))
     results: dict[tuple[str, int | None], list[dict]] = {}
-    for tag, (metrics, _) in zip(ft_tags, run_jobs(_finetune, ft_jobs, jobs), strict=True):
+    for tag, (metrics, _) in zip(ft_tags, run_jobs(finetune_or_reuse, ft_jobs, jobs), strict=True):
         results.setdefault(tag, []).append(metrics)
     atomic_write_json(out / "results.json", summarize_runs(rows, results, budget))
     table = results_table(rows, results, budget_name, budget, jobs, time.perf_counter() - t_start)
@@ -230,7 +230,7 @@ def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = No
     return table
 
 
-def _pretrain(cfg: PretrainConfig) -> Path:
+def pretrain_or_reuse(cfg: PretrainConfig) -> Path:
     """A finished run (its final checkpoint and exports exist) with the same settings is reused."""
     run = Path(cfg.out)
     if (run / "pretrain_config.json").exists():
@@ -240,7 +240,7 @@ def _pretrain(cfg: PretrainConfig) -> Path:
     return pretrain(cfg)
 
 
-def _finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+def finetune_or_reuse(cfg: FinetuneConfig) -> dict[str, Any]:
     """A finished run (its metrics.json) with the same settings is reused."""
     done = Path(cfg.out) / "metrics.json"
     if not done.exists():

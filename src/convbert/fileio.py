@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -75,3 +76,9 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(f"{path}: {what} must be a JSON object")
     return data
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a CSV log (a row cut short by a kill is dropped)."""
+    with path.open(newline="") as f:
+        return [r for r in csv.DictReader(f) if None not in r.values() and None not in r]

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
 
 from .errors import InputError
+from .fileio import read_csv_rows
 
 
 def read_log(run_dir: Path, name: str = "log.csv") -> dict[str, list[float]]:
     """A run's training log (log.csv) or held-out evaluations (eval.csv), column by column."""
     path = run_dir / name
     try:
-        with path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if None not in r.values() and None not in r]
+        rows = read_csv_rows(path)
     except OSError as e:
         raise InputError(f"{path}: cannot read the run log: {e}") from None
     if not rows:

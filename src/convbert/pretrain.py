@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .config import ConvBertConfig
 from .electra import STATS, ElectraPretrainer, example_keys, generator_config, summarize
 from .errors import InputError
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, read_csv_rows
 from .flops import pretraining_flops
 from .metrics import roc_auc
 from .pretrain_data import PretrainShards, vocab_hash
@@ -427,12 +427,6 @@ class RunLog:
                 if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(k if kind == "train" else f"eval/{k}", v, row["step"])
 
-
-def read_csv_rows(path: Path) -> list[dict[str, str]]:
-    """The complete rows of a CSV log (a row cut short by a kill is dropped)."""
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        return [r for r in reader if None not in r.values() and None not in r]
 
 
 def checkpoint(out: Path, step: int, model, optimizer, scheduler, scaler, d, cfg: PretrainConfig,
