@@ -46,7 +46,7 @@ SOTU_SHA512 = "QbspCBwsy6S6io8mwmZoPh55YBCj4X3RwoGldDneFZU8WI9Vjrdq/l01beIF0qSiJ
 
 PREPARE = """
 import json, sys, time
-from convbert.pretrain_data import prepare
+from convbert.pretraining.data import prepare
 corpus, tok, out, L, workers = sys.argv[1:6]
 t = time.perf_counter()
 m = prepare([corpus], tok, out, max_seq_length=int(L), num_workers=int(workers), progress=False)

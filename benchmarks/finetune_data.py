@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convbert import fetch
 from convbert.config import ConvBertConfig
+from convbert.finetuning.tasks import read_conll
 from convbert.model import ConvBertModel
-from convbert.tasks import read_conll
 from convbert.tokenizer import ConvBertTokenizer
+from convbert.tools import fetch
 
 
 def split(items: list, seed: int) -> dict[str, list]:

@@ -2,7 +2,7 @@
 sentiment accuracy they lead to at 250 and 1,000 labels and with every label, against random initialisation.
 
 Data: the demo's split of the VADER movie-review sentences (train/dev/test; dev and test never pretrained on)
-and its pretraining text (every other VADER sentence) plus the registry corpora of `convbert.corpora`
+and its pretraining text (every other VADER sentence) plus the registry corpora of `convbert.tools.corpora`
 (`--corpora`, default all six: State of the Union, Brown, Austen, Moby-Dick, fine-food reviews, WordNet).
 A recipe (`RECIPES`) is a `convbert pretrain` configuration of the mini; each runs for the same pretraining FLOPs
 (`--flops`), checkpointed at `--points` equal fractions of them, and each checkpoint is fine-tuned with
@@ -27,18 +27,18 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from convbert import corpora, fetch
 from convbert.config import ConvBertConfig
 from convbert.demo import finetune_or_reuse, interval, label_subset, pretrain_or_reuse, run_jobs, write_data
-from convbert.electra import generator_config
 from convbert.fileio import atomic_write_text
-from convbert.finetune import FinetuneConfig
+from convbert.finetuning.recipe import FinetuneConfig
 from convbert.flops import pretraining_flops
 from convbert.model import ConvBertModel
-from convbert.plots import read_log
-from convbert.pretrain import PretrainConfig
-from convbert.pretrain_data import prepare
+from convbert.pretraining.data import prepare
+from convbert.pretraining.objective import generator_config
+from convbert.pretraining.recipe import PretrainConfig
 from convbert.tokenizer import ConvBertTokenizer
+from convbert.tools import corpora, fetch
+from convbert.tools.plots import read_log
 from convbert.train_utils import find_checkpoints
 
 VOCAB = 8000
@@ -187,7 +187,7 @@ def report(out: Path) -> str:
 def plot_crossover(out: Path, recipes: list[str], budgets: list[str], recipe_ft: str) -> Path:
     """Test accuracy against pretraining FLOPs per recipe and label budget (fine-tuned with `recipe_ft`), random
     init as a band."""
-    from convbert.plots import pyplot
+    from convbert.tools.plots import pyplot
 
     rows = read_results(out)
     fts = [r for r in rows if r["kind"] == "finetune" and r.get("recipe_ft", "defaults") == recipe_ft]

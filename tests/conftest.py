@@ -1,4 +1,4 @@
-"""Shared fixtures: real data fetched once per session into the convbert cache (see convbert.fetch).
+"""Shared fixtures: real data fetched once per session into the convbert cache (see convbert.tools.fetch).
 
 A failed fetch fails the tests that need the data, unless CONVBERT_OFFLINE=1, which skips them.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from convbert import fetch
+from convbert.tools import fetch
 
 
 def _fetched(get: Callable[[], Path]) -> Path:

@@ -9,8 +9,8 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from convbert import bench
 from convbert.errors import InputError
+from convbert.tools import bench
 
 pytest.importorskip("transformers")
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convbert import convert
 from convbert.config import ConvBertConfig
 from convbert.errors import InputError
 from convbert.model import ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertForSequenceClassification, ConvBertModel
+from convbert.tools import convert
 
 VOCAB = 500
 HEAD_SIZE_OVERRIDE = "attention_head_size" in {f.name for f in dataclasses.fields(ConvBertConfig)}
@@ -358,7 +358,7 @@ def test_from_bert_computes_transformers_bert(tmp_path):
 def test_minilm_converts_with_transformers_parity(tmp_path):
     """The real pretrained BERT the demo fine-tunes (MiniLM-L6-H384, 90 MB download)."""
     transformers = pytest.importorskip("transformers")
-    from convbert import fetch
+    from convbert.tools import fetch
     src = fetch.minilm_dir()
     convert.convert_bert(src, tmp_path / "minilm")
     ours = ConvBertModel.from_pretrained(tmp_path / "minilm")

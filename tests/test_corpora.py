@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from convbert import corpora
-from convbert.fetch import FetchError
+from convbert.tools import corpora
+from convbert.tools.fetch import FetchError
 
 
 @pytest.fixture(scope="module")

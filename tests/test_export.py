@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from convbert import export
 from convbert.config import ConvBertConfig
 from convbert.errors import InputError
 from convbert.model import (
@@ -19,6 +18,7 @@ from convbert.model import (
     ConvBertForSequenceClassification,
     ConvBertModel,
 )
+from convbert.tools import export
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

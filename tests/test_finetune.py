@@ -18,7 +18,7 @@ from glue_fixture import N_ROWS, make_tiny_glue, tiny_tokenizer
 
 from convbert import ConvBertConfig
 from convbert.cli import main
-from convbert.finetune import (
+from convbert.finetuning.recipe import (
     FinetuneConfig,
     default_epochs,
     head_outputs,
@@ -26,8 +26,8 @@ from convbert.finetune import (
     resolve,
     shard_indices,
 )
+from convbert.finetuning.tasks import GLUE, read_conll
 from convbert.model import ConvBertForSequenceClassification, ConvBertModel
-from convbert.tasks import GLUE, read_conll
 
 CONTEXT = "john went to the big red house . the cat sat on the mat . the dog was playing in the river ."
 
@@ -341,7 +341,7 @@ def test_evaluate_and_predict_a_dir_saved_by_transformers(root, tmp_path):
 
 
 def test_predict_onnx_backend_uses_onnx_predictor(root, tmp_path, monkeypatch):
-    """The ONNX path against `convbert.export.OnnxPredictor`'s interface (stubbed with the torch model)."""
+    """The ONNX path against `convbert.tools.export.OnnxPredictor`'s interface (stubbed with the torch model)."""
     model_dir = classifier_dir(root, tmp_path / "clf", ["neg", "pos"])
     model = ConvBertForSequenceClassification.from_pretrained(model_dir)
     calls = []
@@ -357,7 +357,7 @@ def test_predict_onnx_backend_uses_onnx_predictor(root, tmp_path, monkeypatch):
                 logits = model(*(torch.from_numpy(a) for a in (input_ids, attention_mask, token_type_ids))).logits
             return {"logits": logits.numpy()}
 
-    monkeypatch.setitem(sys.modules, "convbert.export", types.SimpleNamespace(OnnxPredictor=OnnxPredictor))
+    monkeypatch.setitem(sys.modules, "convbert.tools.export", types.SimpleNamespace(OnnxPredictor=OnnxPredictor))
     texts = write_custom(tmp_path / "in.tsv", [{"text": s, "text_pair": "it is so"} for s in SENTENCES])
     outs = {}
     for backend in ("torch", "onnx"):
@@ -420,11 +420,11 @@ def test_existing_out_is_kept_without_overwrite(root, tmp_path, capsys):
 
 @pytest.mark.slow  # the ONNX export alone takes ~30 s on 2 CPU cores
 def test_predict_onnx_backend_matches_torch(root, tmp_path):
-    """A real export (convbert.export) of a token-classification head: the same per-word tags."""
+    """A real export (convbert.tools.export) of a token-classification head: the same per-word tags."""
     pytest.importorskip("onnxruntime")
-    from convbert.export import export_onnx
     from convbert.model import ConvBertForTokenClassification
     from convbert.tokenizer import ConvBertTokenizer
+    from convbert.tools.export import export_onnx
 
     tok = ConvBertTokenizer.from_pretrained(root / "vocab")
     torch.manual_seed(2)
@@ -447,8 +447,8 @@ def sentiment_1000(vader_dir, tmp_path_factory):
     ConvBERT pretrained (MLM) on the demo's VADER text for a minute. (An RTD discriminator this young is still in
     its trivial phase, every token's top-layer vector the same, and no fine-tuning recipe moves it.)"""
     from convbert.demo import label_subset, write_data
-    from convbert.pretrain import PretrainConfig, pretrain
-    from convbert.pretrain_data import prepare
+    from convbert.pretraining.data import prepare
+    from convbert.pretraining.recipe import PretrainConfig, pretrain
     from convbert.tokenizer import ConvBertTokenizer
 
     root = tmp_path_factory.mktemp("sentiment")

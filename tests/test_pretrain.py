@@ -17,7 +17,8 @@ from scipy import stats
 
 from convbert import ConvBertConfig, ConvBertModel
 from convbert.counter_rng import uniform
-from convbert.electra import (
+from convbert.pretraining.data import PretrainShards, prepare
+from convbert.pretraining.objective import (
     STATS,
     ElectraPretrainer,
     example_keys,
@@ -26,10 +27,9 @@ from convbert.electra import (
     max_predictions,
     sample_tokens,
 )
-from convbert.fetch import read_vader
-from convbert.pretrain import Batches, PretrainConfig, held_out_split, pretrain
-from convbert.pretrain_data import PretrainShards, prepare
+from convbert.pretraining.recipe import Batches, PretrainConfig, held_out_split, pretrain
 from convbert.tokenizer import ConvBertTokenizer
+from convbert.tools.fetch import read_vader
 
 CLS, SEP, PAD, MASK = 2, 3, 0, 4
 
@@ -298,7 +298,7 @@ def test_loss_falls_and_exports_load_in_transformers(corpus, tmp_path):
     assert float(evals[-1]["disc_auc"]) > 0.6
     assert all(0 < float(r["token_cosine"]) < 1 for r in evals)
     if importlib.util.find_spec("matplotlib"):
-        from convbert.plots import plot_run
+        from convbert.tools.plots import plot_run
         assert plot_run(run).stat().st_size > 10_000  # curves.png with the held-out panels
     _, info = transformers.ConvBertModel.from_pretrained(run / "discriminator", output_loading_info=True)
     assert not info["missing_keys"]
@@ -309,7 +309,7 @@ def test_loss_falls_and_exports_load_in_transformers(corpus, tmp_path):
 
 def test_held_out_evaluation_is_fixed_and_in_eval_mode(corpus):
     """The same weights give the same held-out numbers (no dropout, fixed corruptions), whatever the run seed."""
-    from convbert.pretrain import evaluate
+    from convbert.pretraining.recipe import evaluate
     shards = PretrainShards(corpus / "shards")
     _, rows = held_out_split(len(shards), 1024)
     tok = ConvBertTokenizer.from_pretrained(corpus / "tok")
@@ -329,7 +329,7 @@ def test_held_out_evaluation_is_fixed_and_in_eval_mode(corpus):
 
 
 def test_token_cosine_matches_pairwise_and_flags_collapse():
-    from convbert.pretrain import token_cosine
+    from convbert.pretraining.recipe import token_cosine
     g = torch.Generator().manual_seed(0)
     h = torch.randn(3, 6, 8, generator=g)
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
@@ -383,7 +383,7 @@ def test_torchrun_two_processes_equal_one(corpus, tmp_path):
 
 def test_non_finite_losses_skip_steps_then_stop(corpus, tmp_path, monkeypatch, caplog):
     """A NaN loss skips the step (logged); too many in a row stop the run, the last good checkpoint intact."""
-    import convbert.electra as electra
+    import convbert.pretraining.objective as electra
     calls = {"n": 0}
     real_forward = electra.ElectraPretrainer.forward
 

@@ -1,4 +1,4 @@
-"""Tests for convbert.pretrain_data: ELECTRA example building, shards, determinism, errors, reader, CLI."""
+"""Tests for convbert.pretraining.data: ELECTRA example building, shards, determinism, errors, reader, CLI."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from convbert.errors import InputError
-from convbert.pretrain_data import ExampleBuilder, PretrainShards, prepare, register, vocab_hash
+from convbert.pretraining.data import ExampleBuilder, PretrainShards, prepare, register, vocab_hash
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD, CLS, SEP = 0, 2, 3

@@ -11,8 +11,8 @@ import pytest
 from glue_fixture import tiny_tokenizer
 
 from convbert.errors import InputError
+from convbert.finetuning.squad import SquadExample, postprocess, prepare_features, read_squad, write_predictions
 from convbert.metrics import squad_evaluate
-from convbert.squad import SquadExample, postprocess, prepare_features, read_squad, write_predictions
 
 SHORT = "john went to the big red house . the cat sat on the mat ."
 FILLER = "the cat sat on the mat . the dog was playing in the river . "

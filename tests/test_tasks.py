@@ -14,7 +14,7 @@ from glue_fixture import N_ROWS, PAIRS, make_tiny_glue, tiny_tokenizer
 
 from convbert import metrics
 from convbert.errors import InputError
-from convbert.tasks import (
+from convbert.finetuning.tasks import (
     GLUE,
     IGNORE_INDEX,
     Example,

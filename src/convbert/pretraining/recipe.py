@@ -29,15 +29,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .config import ConvBertConfig
-from .electra import STATS, ElectraPretrainer, example_keys, generator_config, summarize
-from .errors import InputError
-from .fileio import atomic_write_json, read_csv_rows
-from .flops import pretraining_flops
-from .metrics import roc_auc
-from .pretrain_data import PretrainShards, vocab_hash
-from .tokenizer import ConvBertTokenizer
-from .train_utils import (
+from ..config import ConvBertConfig
+from ..errors import InputError
+from ..fileio import atomic_write_json, read_csv_rows
+from ..flops import pretraining_flops
+from ..metrics import roc_auc
+from ..tokenizer import ConvBertTokenizer
+from ..train_utils import (
     PRECISIONS,
     all_reduce_sum,
     autocast,
@@ -52,6 +50,8 @@ from .train_utils import (
     seed_everything,
     setup_distributed,
 )
+from .data import PretrainShards, vocab_hash
+from .objective import STATS, ElectraPretrainer, example_keys, generator_config, summarize
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
-from .fileio import atomic_dir, atomic_write_bytes
+from ..errors import InputError
+from ..fileio import atomic_dir, atomic_write_bytes
 
 CACHE_ENV = "CONVBERT_CACHE"
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from .errors import InputError
-from .fileio import atomic_write_text
-from .tokenizer import ConvBertTokenizer
+from ..errors import InputError
+from ..fileio import atomic_write_text
+from ..tokenizer import ConvBertTokenizer
 
 IGNORE_INDEX = -100  # label of the positions the token-classification loss skips
 

@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import ConvBertConfig
+from ..errors import InputError
+from ..fileio import atomic_write_json, atomic_write_text
+from ..flops import forward_flops_per_token
+from ..pretraining.objective import ElectraPretrainer, example_keys, generator_config, max_predictions
+from ..pretraining.recipe import RECIPE, apply_gradients
+from ..train_utils import autocast, grad_scaler, make_optimizer
 from .bench import gemm_gflops, paired_ratio, rescale_utilisation, run_meta, timed
-from .config import ConvBertConfig
-from .electra import ElectraPretrainer, example_keys, generator_config, max_predictions
-from .errors import InputError
-from .fileio import atomic_write_json, atomic_write_text
-from .flops import forward_flops_per_token
-from .pretrain import RECIPE, apply_gradients
-from .train_utils import autocast, grad_scaler, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ PRESETS = ("mini", "small", "base")
 VOCAB = {"mini": 8000, "tiny": 1000}  # the demo's vocabulary (mini); the others use BERT's
 SPECIAL_IDS, MASK_ID = [0, 1, 2, 3, 4], 4  # [PAD], [UNK], [CLS], [SEP], [MASK]
 ROLES = ("ours", "ours-compiled", "ours-noconv", "reference")
-REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "electra_reference.py"
+REFERENCE = Path(__file__).resolve().parents[3] / "benchmarks" / "electra_reference.py"
 
 
 @dataclass(frozen=True)

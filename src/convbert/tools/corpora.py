@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write_json, atomic_write_text
 from .fetch import FetchError, cache_root
-from .fileio import atomic_write_json, atomic_write_text
 
 DEBIAN = "https://deb.debian.org/debian"
 DEBIAN_SUITE = "bookworm"

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+from ..fileio import atomic_write_bytes
+from ..model import ConvBertForMultipleChoice, ConvBertForQuestionAnswering, ConvBertModel, PreTrained
 from .convert import load_model_dir
-from .errors import InputError
-from .fileio import atomic_write_bytes
-from .model import ConvBertForMultipleChoice, ConvBertForQuestionAnswering, ConvBertModel, PreTrained
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_OPSET = 18

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import PRESETS, ConvBertConfig
-from .errors import InputError
-from .fileio import atomic_dir, atomic_write_json, read_json_object
-from .hub import IGNORED_SUFFIXES, read_weights
-from .model import HEADS, ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertModel, PreTrained
-from .tokenizer import ConvBertTokenizer
+from ..config import PRESETS, ConvBertConfig
+from ..errors import InputError
+from ..fileio import atomic_dir, atomic_write_json, read_json_object
+from ..hub import IGNORED_SUFFIXES, read_weights
+from ..model import HEADS, ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertModel, PreTrained
+from ..tokenizer import ConvBertTokenizer
 
 CLASSES = {"discriminator": ConvBertForPreTraining, "generator": ConvBertForMaskedLM, None: ConvBertModel}
 # keys transformers ignores, with the values that match its model
@@ -366,7 +366,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          description="Convert an official ConvBERT TF1 checkpoint (needs pip install convbert[tf]). "
                                      "Sizes come from the variable shapes; --preset/--config supply the rest and "
                                      "must agree with them. The small generator (hidden 64, one head of 64) keeps "
-                                     "TF's head size via attention_head_size (see `convbert.convert`).")
+                                     "TF's head size via attention_head_size (see `convbert.tools.convert`).")
     tf1.add_argument("checkpoint", help="checkpoint prefix (e.g. .../model.ckpt-1000000) or its directory")
     tf1.add_argument("out_dir", type=Path, help="output directory")
     src = tf1.add_mutually_exclusive_group()

@@ -6,8 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
-from .errors import InputError
-from .fileio import read_csv_rows
+from ..errors import InputError
+from ..fileio import read_csv_rows
 
 
 def read_log(run_dir: Path, name: str = "log.csv") -> dict[str, list[float]]:

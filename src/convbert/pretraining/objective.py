@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ConvBertConfig
-from .counter_rng import uniform
-from .model import ConvBertForMaskedLM, ConvBertForPreTraining
+from ..config import ConvBertConfig
+from ..counter_rng import uniform
+from ..model import ConvBertForMaskedLM, ConvBertForPreTraining
 
 STATS = ("masked", "gen_correct", "tokens", "disc_correct", "replaced", "predicted", "true_positive")
 _MASK_STREAM, _KEEP_STREAM, _SAMPLE_STREAM = 1, 2, 3  # independent random streams per example

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from .errors import InputError
-from .fileio import atomic_write_json
-from .tokenizer import ConvBertTokenizer
+from ..errors import InputError
+from ..fileio import atomic_write_json
+from ..tokenizer import ConvBertTokenizer
 
 _CHUNK = 1000  # examples tokenized at a time (bounds the memory of the per-token Python lists)
 

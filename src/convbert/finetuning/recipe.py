@@ -42,15 +42,28 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .config import CLASSIFIER_HEADS, ConvBertConfig
-from .errors import InputError
-from .fileio import atomic_dir, atomic_write_json, atomic_write_text
-from .metrics import classification_metrics, entity_f1, glue_metrics, regression_metrics, squad_evaluate
-from .model import (
+from ..config import CLASSIFIER_HEADS, ConvBertConfig
+from ..errors import InputError
+from ..fileio import atomic_dir, atomic_write_json, atomic_write_text
+from ..metrics import classification_metrics, entity_f1, glue_metrics, regression_metrics, squad_evaluate
+from ..model import (
     ConvBertForQuestionAnswering,
     ConvBertForSequenceClassification,
     ConvBertForTokenClassification,
     PreTrained,
+)
+from ..tokenizer import ConvBertTokenizer
+from ..train_utils import (
+    PRECISIONS,
+    Dist,
+    all_reduce_sum,
+    autocast,
+    barrier,
+    grad_scaler,
+    linear_schedule,
+    make_optimizer,
+    seed_everything,
+    setup_distributed,
 )
 from .squad import SquadExample, postprocess, prepare_features, read_squad, write_predictions
 from .tasks import (
@@ -71,19 +84,6 @@ from .tasks import (
     read_glue,
     token_classification_features,
     write_glue_submission,
-)
-from .tokenizer import ConvBertTokenizer
-from .train_utils import (
-    PRECISIONS,
-    Dist,
-    all_reduce_sum,
-    autocast,
-    barrier,
-    grad_scaler,
-    linear_schedule,
-    make_optimizer,
-    seed_everything,
-    setup_distributed,
 )
 
 log = logging.getLogger(__name__)
@@ -724,7 +724,7 @@ def predict(cfg: PredictConfig) -> int:
     if cfg.backend == "onnx":
         if cfg.onnx is None:
             raise InputError("--backend onnx needs --onnx FILE")
-        from .export import OnnxPredictor
+        from ..tools.export import OnnxPredictor
 
         predictor = OnnxPredictor(cfg.onnx)
 

@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ConvBertConfig
-from .errors import InputError
-from .fileio import atomic_write_json, atomic_write_text
-from .flops import model_flops
-from .model import ConvBertModel
-from .train_utils import available_cores
+from ..config import ConvBertConfig
+from ..errors import InputError
+from ..fileio import atomic_write_json, atomic_write_text
+from ..flops import model_flops
+from ..model import ConvBertModel
+from ..train_utils import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -288,9 +288,9 @@ def memory_probe(role: str, case: Case, device: str, threads: int, seed: int) ->
 
 
 def measure_memory(role: str, case: Case, device: str, threads: int, seed: int) -> float | None:
-    """`memory_probe` in a fresh `python -m convbert.bench --_memory-probe` subprocess; None if it failed."""
+    """`memory_probe` in a fresh `python -m convbert.tools.bench --_memory-probe` subprocess; None if it failed."""
     spec = json.dumps({"role": role, "case": asdict(case), "device": device, "threads": threads, "seed": seed})
-    proc = subprocess.run([sys.executable, "-m", "convbert.bench", "--_memory-probe", spec],
+    proc = subprocess.run([sys.executable, "-m", "convbert.tools.bench", "--_memory-probe", spec],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         log.warning("memory probe %s %s failed (exit %d): %s", role, case, proc.returncode, proc.stderr[-2000:])
@@ -299,7 +299,7 @@ def measure_memory(role: str, case: Case, device: str, threads: int, seed: int) 
 
 
 def _probe_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convbert.bench")
+    parser = argparse.ArgumentParser(prog="python -m convbert.tools.bench")
     parser.add_argument("--_memory-probe", dest="spec", required=True, help=argparse.SUPPRESS)
     spec = json.loads(parser.parse_args(argv).spec)
     mem = memory_probe(spec["role"], Case(**spec["case"]), spec["device"], spec["threads"], spec["seed"])

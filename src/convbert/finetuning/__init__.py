@@ -1,0 +1,1 @@
+"""Fine-tuning: task readers, SQuAD, the training recipe, inference and prediction."""

@@ -1,0 +1,1 @@
+"""Pretraining: shards (data), the ELECTRA/MLM objective, and the training recipe."""

@@ -1,0 +1,1 @@
+"""Tools around the model: conversion, export, benchmarks, plots and data fetching."""
