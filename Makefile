@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 TORCH_STAMP := $(VENV)/.installed-torch
 
-.PHONY: test test-all demo demo-tiny bench lint clean
+.PHONY: test test-all demo demo-tiny bench lint format clean
 
 $(TORCH_STAMP):
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,7 @@ demo: $(DEMO_STAMP)
 demo-tiny: $(DEMO_STAMP)
 	$(BIN)/convbert demo --budget tiny
 
-test: $(STAMP)
+test: lint
 	$(BIN)/pytest -q
 
 test-all: $(STAMP)
@@ -41,6 +41,11 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

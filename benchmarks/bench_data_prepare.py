@@ -196,21 +196,36 @@ def bench_corpus(name: str, workers: list[int], repeats: int, max_len: int) -> d
             rss.append(peaks)
             shas.add(tuple(result["shard_sha256"]))
         seconds = statistics.median(times)
-        runs.append({"workers": n, "seconds": round(seconds, 3), "seconds_repeats": [round(t, 3) for t in times],
-                     "mb_per_s": round(mb / seconds, 3), "time_vs_raw": round(seconds / raw_s, 3),
-                     "peak_rss_mb_main_then_workers": max(rss, key=lambda r: max(r)),
-                     "examples": result["counts"]["examples"], "shards": result["shards"],
-                     "shard_sha256": shas.pop() if len(shas) == 1 else None})
+        runs.append(
+            {
+                "workers": n,
+                "seconds": round(seconds, 3),
+                "seconds_repeats": [round(t, 3) for t in times],
+                "mb_per_s": round(mb / seconds, 3),
+                "time_vs_raw": round(seconds / raw_s, 3),
+                "peak_rss_mb_main_then_workers": max(rss, key=lambda r: max(r)),
+                "examples": result["counts"]["examples"],
+                "shards": result["shards"],
+                "shard_sha256": shas.pop() if len(shas) == 1 else None,
+            }
+        )
     one = next((r for r in runs if r["workers"] == 1), None)
     for r in runs:
         r["speedup_vs_1_worker"] = round(one["seconds"] / r["seconds"], 3) if one else None
     identical = len({tuple(r["shard_sha256"] or ()) for r in runs}) == 1 and runs[0]["shard_sha256"] is not None
     for r in runs:
         del r["shard_sha256"]
-    return {"corpus": {"name": name, "path": str(corpus), "bytes": corpus.stat().st_size},
-            "raw_tokenizer": {"seconds": round(raw_s, 3), "mb_per_s": round(mb / raw_s, 3),
-                              "lines": raw[0]["lines"], "tokens": raw[0]["tokens"]},
-            "outputs_identical_across_workers": identical, "runs": runs}
+    return {
+        "corpus": {"name": name, "path": str(corpus), "bytes": corpus.stat().st_size},
+        "raw_tokenizer": {
+            "seconds": round(raw_s, 3),
+            "mb_per_s": round(mb / raw_s, 3),
+            "lines": raw[0]["lines"],
+            "tokens": raw[0]["tokens"],
+        },
+        "outputs_identical_across_workers": identical,
+        "runs": runs,
+    }
 
 
 def main() -> None:
@@ -223,24 +238,36 @@ def main() -> None:
 
     import tokenizers
 
-    report = {"date": time.strftime("%Y-%m-%d"), "max_seq_length": args.max_seq_length, "repeats": args.repeats,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "tokenizers": tokenizers.__version__, "platform": platform.platform(),
-                          "loadavg_start": os.getloadavg()},
-              "corpora": [bench_corpus(c, args.workers, args.repeats, args.max_seq_length) for c in args.corpora]}
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "max_seq_length": args.max_seq_length,
+        "repeats": args.repeats,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "tokenizers": tokenizers.__version__,
+            "platform": platform.platform(),
+            "loadavg_start": os.getloadavg(),
+        },
+        "corpora": [bench_corpus(c, args.workers, args.repeats, args.max_seq_length) for c in args.corpora],
+    }
     report["machine"]["loadavg_end"] = os.getloadavg()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
 
     for c in report["corpora"]:
         raw = c["raw_tokenizer"]
-        print(f"{c['corpus']['name']}: {c['corpus']['bytes'] / 1e6:.1f} MB, raw tokenizer {raw['seconds']:.2f} s "
-              f"({raw['mb_per_s']:.2f} MB/s); identical outputs across workers: "
-              f"{c['outputs_identical_across_workers']}")
+        print(
+            f"{c['corpus']['name']}: {c['corpus']['bytes'] / 1e6:.1f} MB, raw tokenizer {raw['seconds']:.2f} s "
+            f"({raw['mb_per_s']:.2f} MB/s); identical outputs across workers: "
+            f"{c['outputs_identical_across_workers']}"
+        )
         for r in c["runs"]:
-            print(f"  {r['workers']} worker(s): {r['seconds']:.2f} s, {r['mb_per_s']:.2f} MB/s, "
-                  f"{r['time_vs_raw']:.2f}x the raw time, {r['speedup_vs_1_worker']:.2f}x one worker; peak RSS MB "
-                  f"(main, workers) {r['peak_rss_mb_main_then_workers']}")
+            print(
+                f"  {r['workers']} worker(s): {r['seconds']:.2f} s, {r['mb_per_s']:.2f} MB/s, "
+                f"{r['time_vs_raw']:.2f}x the raw time, {r['speedup_vs_1_worker']:.2f}x one worker; peak RSS MB "
+                f"(main, workers) {r['peak_rss_mb_main_then_workers']}"
+            )
     print(f"wrote {RESULTS}")
 
 

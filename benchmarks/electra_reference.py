@@ -19,18 +19,34 @@ import transformers
 from torch import Tensor
 
 
-def electra_config(hidden: int, embedding: int, layers: int, heads: int, ffn: int, vocab: int,
-                   max_positions: int = 512) -> transformers.ElectraConfig:
-    return transformers.ElectraConfig(vocab_size=vocab, embedding_size=embedding, hidden_size=hidden,
-                                      num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn,
-                                      max_position_embeddings=max_positions, pad_token_id=0)
+def electra_config(
+    hidden: int, embedding: int, layers: int, heads: int, ffn: int, vocab: int, max_positions: int = 512
+) -> transformers.ElectraConfig:
+    return transformers.ElectraConfig(
+        vocab_size=vocab,
+        embedding_size=embedding,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=max_positions,
+        pad_token_id=0,
+    )
 
 
 class ReferenceElectra(torch.nn.Module):
     """Generator + discriminator with tied embeddings (token, position, type and their LayerNorm)."""
 
-    def __init__(self, disc: transformers.ElectraConfig, gen: transformers.ElectraConfig, special_ids: list[int],
-                 mask_id: int, lr: float, mask_prob: float = 0.15, disc_weight: float = 50.0):
+    def __init__(
+        self,
+        disc: transformers.ElectraConfig,
+        gen: transformers.ElectraConfig,
+        special_ids: list[int],
+        mask_id: int,
+        lr: float,
+        mask_prob: float = 0.15,
+        disc_weight: float = 50.0,
+    ):
         super().__init__()
         self.discriminator = transformers.ElectraForPreTraining(disc)
         self.generator = transformers.ElectraForMaskedLM(gen)
@@ -40,8 +56,9 @@ class ReferenceElectra(torch.nn.Module):
         self.mask_prob, self.disc_weight = mask_prob, disc_weight
         no_decay = [p for n, p in self.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
         decay = [p for n, p in self.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=lr, eps=1e-6)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, eps=1e-6
+        )
 
     def loss(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
         special = torch.isin(input_ids, self.special_ids.to(input_ids.device))
@@ -50,16 +67,18 @@ class ReferenceElectra(torch.nn.Module):
         to_mask = selected & (torch.rand(input_ids.shape, device=input_ids.device) < 0.85)
         masked = input_ids.masked_fill(to_mask, self.mask_id)
         labels = input_ids.masked_fill(~selected, -100)
-        gen = self.generator(input_ids=masked, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                             labels=labels)
+        gen = self.generator(
+            input_ids=masked, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels
+        )
         with torch.no_grad():  # Gumbel-max sampling from the generator, in fp32
             logits = gen.logits[selected].float()
             noise = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-9, 1.0)))
             corrupted = input_ids.clone()
             corrupted[selected] = (logits + noise).argmax(-1)
         is_replaced = (corrupted != input_ids).long()
-        disc = self.discriminator(input_ids=corrupted, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                                  labels=is_replaced)
+        disc = self.discriminator(
+            input_ids=corrupted, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=is_replaced
+        )
         return gen.loss + self.disc_weight * disc.loss
 
     def step(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:

@@ -30,8 +30,10 @@ def split(items: list, seed: int) -> dict[str, list]:
     """80/10/10 train/dev/test after a seeded shuffle."""
     order = np.random.default_rng(seed).permutation(len(items))
     a, b = int(0.8 * len(items)), int(0.9 * len(items))
-    return {name: [items[i] for i in order[lo:hi]] for name, lo, hi in
-            (("train", 0, a), ("dev", a, b), ("test", b, len(items)))}
+    return {
+        name: [items[i] for i in order[lo:hi]]
+        for name, lo, hi in (("train", 0, a), ("dev", a, b), ("test", b, len(items)))
+    }
 
 
 def main() -> None:
@@ -52,14 +54,16 @@ def main() -> None:
     for name, part in split(read_conll(fetch.wnut16_file()), args.seed).items():
         path = args.out / "wnut16" / f"{name}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join("".join(f"{w}\t{t}\n" for w, t in zip(s.tokens, s.tags)) + "\n" for s in part),
-                        encoding="utf-8")
+        path.write_text(
+            "".join("".join(f"{w}\t{t}\n" for w, t in zip(s.tokens, s.tags)) + "\n" for s in part), encoding="utf-8"
+        )
         print(f"{path}: {len(part)} tweets")
 
     tok = ConvBertTokenizer.from_pretrained(fetch.bert_uncased_vocab_dir())
     torch.manual_seed(args.seed)
     ConvBertModel(ConvBertConfig.preset(args.preset, vocab_size=tok.vocab_size)).save_pretrained(
-        args.out / "model", tokenizer=tok)
+        args.out / "model", tokenizer=tok
+    )
     print(f"{args.out / 'model'}: random {args.preset} ConvBERT, BERT uncased vocab")
 
 

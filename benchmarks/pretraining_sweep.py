@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from convbert.config import ConvBertConfig
 from convbert.demo import finetune_or_reuse, interval, label_subset, pretrain_or_reuse, run_jobs, write_data
 from convbert.fileio import atomic_write_text
-from convbert.finetuning.recipe import FinetuneConfig
+from convbert.finetuning.config import FinetuneConfig
 from convbert.flops import pretraining_flops
 from convbert.model import ConvBertModel
 from convbert.pretraining.data import prepare
@@ -46,8 +46,10 @@ VOCAB = 8000
 RECIPES: dict[str, tuple[dict, dict]] = {
     "base": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3}, {}),
     "seq64": ({"seq_len": 64, "batch_size": 64, "lr": 1e-3}, {}),
-    "nodrop": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3}, {"hidden_dropout_prob": 0.0,
-                                                               "attention_probs_dropout_prob": 0.0}),
+    "nodrop": (
+        {"seq_len": 128, "batch_size": 32, "lr": 1e-3},
+        {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+    ),
     "lr2e-3": ({"seq_len": 128, "batch_size": 32, "lr": 2e-3}, {}),
     "lr5e-4": ({"seq_len": 128, "batch_size": 32, "lr": 5e-4}, {}),
     "batch128": ({"seq_len": 128, "batch_size": 128, "lr": 2e-3}, {}),
@@ -58,8 +60,10 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "mlm": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3, "objective": "mlm"}, {}),
     "electra": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3}, {"conv_type": "noconv", "head_ratio": 1}),
     "deep6": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3}, {"num_hidden_layers": 6}),
-    "wide192": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3}, {"hidden_size": 192, "intermediate_size": 768,
-                                                                "num_attention_heads": 6}),
+    "wide192": (
+        {"seq_len": 128, "batch_size": 32, "lr": 1e-3},
+        {"hidden_size": 192, "intermediate_size": 768, "num_attention_heads": 6},
+    ),
 }
 
 LABELS = {"base": "ConvBERT mini (sdconv)", "electra": "ELECTRA mini (noconv, head_ratio 1)"}
@@ -80,8 +84,9 @@ def build_data(out: Path, names: list[str], seq_lens: set[int]) -> tuple[dict[st
     return splits, tok_dir, shards
 
 
-def pretrain_jobs(recipes: list[str], flops: float, points: int, shards: dict[int, Path], tok: ConvBertTokenizer,
-                  out: Path, seed: int) -> list[tuple[str, PretrainConfig, list[int]]]:
+def pretrain_jobs(
+    recipes: list[str], flops: float, points: int, shards: dict[int, Path], tok: ConvBertTokenizer, out: Path, seed: int
+) -> list[tuple[str, PretrainConfig, list[int]]]:
     jobs = []
     for name in recipes:
         settings, overrides = RECIPES[name]
@@ -93,10 +98,19 @@ def pretrain_jobs(recipes: list[str], flops: float, points: int, shards: dict[in
         steps = max(1, round(flops / pretraining_flops(disc, gen, settings["batch_size"], L, 1)))
         every = -(-steps // points)
         marks = [min(steps, every * (k + 1)) for k in range(points)]  # the checkpoints' steps
-        cfg = PretrainConfig(data=str(shards[L]), out=str(out / "pretrain" / f"{name}-s{seed}"), preset="mini",
-                             model=overrides, max_steps=steps, save_every=every, keep_checkpoints=points,
-                             log_every=max(1, steps // 50), eval_every=max(1, steps // 20), seed=seed,
-                             **{"generator_fraction": 1 / 4, **settings})
+        cfg = PretrainConfig(
+            data=str(shards[L]),
+            out=str(out / "pretrain" / f"{name}-s{seed}"),
+            preset="mini",
+            model=overrides,
+            max_steps=steps,
+            save_every=every,
+            keep_checkpoints=points,
+            log_every=max(1, steps // 50),
+            eval_every=max(1, steps // 20),
+            seed=seed,
+            **{"generator_fraction": 1 / 4, **settings},
+        )
         jobs.append((name, cfg, marks))
     return jobs
 
@@ -106,27 +120,43 @@ def checkpoint_model(run: Path, step: int, tok: ConvBertTokenizer) -> Path:
     dest = run / f"model-{step:08d}"
     if (dest / "config.json").exists():
         return dest
-    cfg = json.loads((run / "pretrain_config.json").read_text())
-    role = "discriminator" if cfg["objective"] == "electra" else "generator"
+    cfg = json.loads((run / "run_config.json").read_text())
+    role = "discriminator" if cfg["objective"] == "electra" else "generator"  # exported at the end of the run
     weights = load_file(str(run / f"step-{step:08d}" / "model.safetensors"))
     prefix = f"{role}.convbert."
-    config = ConvBertConfig.from_dict(cfg[role])  # fine-tuning with the usual dropout, pretrained with or without
+    config = ConvBertConfig.from_json_file(
+        run / role / "config.json"
+    )  # fine-tuning with the usual dropout, pretrained with or without
     model = ConvBertModel(config.replace(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
-    model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+    model.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
     model.save_pretrained(dest, tokenizer=tok)
     return dest
 
 
-def finetune_jobs(model_dir: Path, tag: dict, splits: dict[str, Path], budgets: list[int | None], seeds: int,
-                  out: Path, **recipe) -> list[tuple[dict, FinetuneConfig]]:
+def finetune_jobs(
+    model_dir: Path, tag: dict, splits: dict[str, Path], budgets: list[int | None], seeds: int, out: Path, **recipe
+) -> list[tuple[dict, FinetuneConfig]]:
     jobs = []
     for budget in budgets:
         for seed in range(seeds):
             run = out / "finetune" / tag["recipe_ft"] / f"{tag['model']}-{budget or 'all'}-seed{seed}"
-            jobs.append(({**tag, "labels": budget or "all", "seed": seed, "dir": str(run)}, FinetuneConfig(
-                model=str(model_dir), task="custom", train=str(label_subset(splits["train"], budget, seed)),
-                dev=str(splits["dev"]), test=str(splits["test"]), out=str(run), seed=seed, max_length=64,
-                overwrite=True, **recipe)))
+            jobs.append(
+                (
+                    {**tag, "labels": budget or "all", "seed": seed, "dir": str(run)},
+                    FinetuneConfig(
+                        model=str(model_dir),
+                        task="custom",
+                        train=str(label_subset(splits["train"], budget, seed)),
+                        dev=str(splits["dev"]),
+                        test=str(splits["test"]),
+                        out=str(run),
+                        seed=seed,
+                        max_length=64,
+                        overwrite=True,
+                        **recipe,
+                    ),
+                )
+            )
     return jobs
 
 
@@ -140,9 +170,16 @@ def result_row(tag: dict, metrics: dict) -> dict:
     hist = metrics["history"]
     first_epoch_loss = hist[0]["train_loss"] if hist else math.nan
     test = metrics["test"]["test"]
-    return {**tag, "kind": "finetune", "dev_accuracy": metrics["best"]["metrics"]["dev"]["accuracy"],
-            "test_accuracy": test["accuracy"], "test_macro_f1": test.get("macro_f1", test.get("f1", math.nan)),
-            "first_eval_train_loss": first_epoch_loss, "steps": metrics["steps"], "epochs": metrics["epochs"]}
+    return {
+        **tag,
+        "kind": "finetune",
+        "dev_accuracy": metrics["best"]["metrics"]["dev"]["accuracy"],
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test.get("macro_f1", test.get("f1", math.nan)),
+        "first_eval_train_loss": first_epoch_loss,
+        "steps": metrics["steps"],
+        "epochs": metrics["epochs"],
+    }
 
 
 def read_results(out: Path) -> list[dict]:
@@ -158,16 +195,27 @@ def report(out: Path) -> str:
     rows = read_results(out)
     evals = [r for r in rows if r["kind"] == "eval"]
     fts = [r for r in rows if r["kind"] == "finetune"]
-    lines = ["# Pretraining sweep (mini, this machine)", "", "## Held-out pretraining metrics", "",
-             "| recipe | step | FLOPs | RTD loss | constant guess | RTD ROC-AUC | MLM loss | gen acc | token cosine |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Pretraining sweep (mini, this machine)",
+        "",
+        "## Held-out pretraining metrics",
+        "",
+        "| recipe | step | FLOPs | RTD loss | constant guess | RTD ROC-AUC | MLM loss | gen acc | token cosine |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in evals:
-        lines.append(f"| {r['recipe']} | {r['step']} | {r['train_flops']:.2e} | {r.get('disc_loss', math.nan):.4f} | "
-                     f"{r.get('constant_loss', math.nan):.4f} | {r.get('disc_auc', math.nan):.3f} | "
-                     f"{r['mlm_loss']:.3f} | {r['gen_acc']:.3f} | {r.get('token_cosine', math.nan):.3f} |")
-    lines += ["", "## Fine-tuned test accuracy (mean ± std over seeds; min / max)", "",
-              "| model | FLOPs | labels | runs | test accuracy | test macro-F1 | at chance after 1st eval |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['recipe']} | {r['step']} | {r['train_flops']:.2e} | {r.get('disc_loss', math.nan):.4f} | "
+            f"{r.get('constant_loss', math.nan):.4f} | {r.get('disc_auc', math.nan):.3f} | "
+            f"{r['mlm_loss']:.3f} | {r['gen_acc']:.3f} | {r.get('token_cosine', math.nan):.3f} |"
+        )
+    lines += [
+        "",
+        "## Fine-tuned test accuracy (mean ± std over seeds; min / max)",
+        "",
+        "| model | FLOPs | labels | runs | test accuracy | test macro-F1 | at chance after 1st eval |",
+        "|---|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple, list[dict]] = {}
     for r in fts:
         groups.setdefault((r.get("recipe_ft", "defaults"), r["model"], r["flops"], str(r["labels"])), []).append(r)
@@ -177,8 +225,10 @@ def report(out: Path) -> str:
         f1 = np.array([r["test_macro_f1"] for r in rs]) * 100
         stuck = sum(abs(r["first_eval_train_loss"] - math.log(2)) < 0.01 for r in rs)
         std = acc.std(ddof=1) if len(acc) > 1 else 0.0
-        lines.append(f"| {model} | {flops:.2e} | {labels} | {len(rs)} | {acc.mean():.1f} ± {std:.1f} "
-                     f"({acc.min():.1f} / {acc.max():.1f}) | {f1.mean():.1f} | {stuck} |")
+        lines.append(
+            f"| {model} | {flops:.2e} | {labels} | {len(rs)} | {acc.mean():.1f} ± {std:.1f} "
+            f"({acc.min():.1f} / {acc.max():.1f}) | {f1.mean():.1f} | {stuck} |"
+        )
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "results.md", text)
     return text
@@ -258,8 +308,13 @@ def main() -> int:
     for name, cfg, _ in jobs:
         run = Path(cfg.out)
         evals = read_log(run, "eval.csv")
-        record(out, [{"kind": "eval", "recipe": name, **{k: v[i] for k, v in evals.items()}}
-                     for i in range(len(evals["step"]))])
+        record(
+            out,
+            [
+                {"kind": "eval", "recipe": name, **{k: v[i] for k, v in evals.items()}}
+                for i in range(len(evals["step"]))
+            ],
+        )
         step_flops = read_log(run)["train_flops"][-1] / cfg.max_steps
         saved = sorted(int(p.name.split("-")[1]) for p in find_checkpoints(run))
         marks = [m for k, m in enumerate(saved) if k + 1 == len(saved) or saved[k + 1] - m > 0.01 * cfg.max_steps]
@@ -267,16 +322,34 @@ def main() -> int:
             if args.steps and step not in args.steps:
                 continue
             model_dir = checkpoint_model(run, step, tok)
-            ft += finetune_jobs(model_dir, {"model": f"{name}-s{cfg.seed}@{step}", "recipe": name,
-                                            "flops": step * step_flops, "recipe_ft": recipe_ft}, splits, budgets,
-                                args.seeds, out, **recipe)
+            ft += finetune_jobs(
+                model_dir,
+                {
+                    "model": f"{name}-s{cfg.seed}@{step}",
+                    "recipe": name,
+                    "flops": step * step_flops,
+                    "recipe_ft": recipe_ft,
+                },
+                splits,
+                budgets,
+                args.seeds,
+                out,
+                **recipe,
+            )
     if args.random_init:
         rand = out / "random-init"
         if not (rand / "config.json").exists():
             torch.manual_seed(0)
             ConvBertModel(ConvBertConfig.preset("mini", vocab_size=tok.vocab_size)).save_pretrained(rand, tok)
-        ft += finetune_jobs(rand, {"model": "random-init", "recipe": "random", "flops": 0.0, "recipe_ft": recipe_ft},
-                            splits, budgets, args.seeds, out, **recipe)
+        ft += finetune_jobs(
+            rand,
+            {"model": "random-init", "recipe": "random", "flops": 0.0, "recipe_ft": recipe_ft},
+            splits,
+            budgets,
+            args.seeds,
+            out,
+            **recipe,
+        )
     results = run_jobs(finetune_or_reuse, [c for _, c in ft], args.jobs)
     record(out, [result_row(tag, m) for (tag, _), (m, _) in zip(ft, results)])
     print(report(out))

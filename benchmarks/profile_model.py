@@ -32,10 +32,16 @@ CLASSES = [  # first match wins; patterns are matched against aten op names
     ("softmax", r"softmax"),
     ("normalisation", r"layer_norm"),
     ("activation (GELU)", r"gelu"),
-    ("copies and layout", r"copy_|contiguous|clone|cat|stack|transpose|permute|_to_copy|narrow|index|pad|"
-                          r"embedding|fill_|zero_|zeros|empty|as_strided|view|reshape|expand"),
-    ("elementwise (and AdamW's updates)", r"_foreach|adam|mul|add|sub|div|where|masked_fill|neg|sum|mean|pow|"
-                                          r"tanh|dropout|bernoulli|vecdot|sqrt|lerp"),
+    (
+        "copies and layout",
+        r"copy_|contiguous|clone|cat|stack|transpose|permute|_to_copy|narrow|index|pad|"
+        r"embedding|fill_|zero_|zeros|empty|as_strided|view|reshape|expand",
+    ),
+    (
+        "elementwise (and AdamW's updates)",
+        r"_foreach|adam|mul|add|sub|div|where|masked_fill|neg|sum|mean|pow|"
+        r"tanh|dropout|bernoulli|vecdot|sqrt|lerp",
+    ),
 ]
 
 
@@ -70,11 +76,16 @@ def report(case: Case, steps: int, threads: int) -> str:
     results = {r: profile_role(r, case, steps, threads) for r in roles}
     classes = [label for label, _ in CLASSES] + ["other"]
     totals = {r: sum(results[r][0].values()) for r in roles}
-    lines = [f"# Profile: {case.preset}, {case.mode}, length {case.seq_len}, batch {case.batch}, fp32, {threads} "
-             f"threads, torch {torch.__version__}", "",
-             f"`{' '.join(['python', *sys.argv])}` ({steps} profiled steps; self CPU ms per step by op class; the "
-             "profiler's own overhead inflates small ops)", "",
-             "| op class | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
+    lines = [
+        f"# Profile: {case.preset}, {case.mode}, length {case.seq_len}, batch {case.batch}, fp32, {threads} "
+        f"threads, torch {torch.__version__}",
+        "",
+        f"`{' '.join(['python', *sys.argv])}` ({steps} profiled steps; self CPU ms per step by op class; the "
+        "profiler's own overhead inflates small ops)",
+        "",
+        "| op class | " + " | ".join(roles) + " |",
+        "|---|" + "---|" * len(roles),
+    ]
     for label in classes:
         ms = {r: results[r][0].get(label, 0.0) for r in roles}
         cells = [f"{ms[r]:.1f} ({ms[r] / totals[r]:.0%})" if ms[r] else "" for r in roles]

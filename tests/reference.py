@@ -71,8 +71,11 @@ def naive_encoder(model, input_ids, attention_mask=None, token_type_ids=None):
         token_type_ids = torch.zeros_like(input_ids)
     emb = model.embeddings
     T = input_ids.shape[1]
-    x = emb.word_embeddings(input_ids) + emb.position_embeddings(torch.arange(T)) \
+    x = (
+        emb.word_embeddings(input_ids)
+        + emb.position_embeddings(torch.arange(T))
         + emb.token_type_embeddings(token_type_ids)
+    )
     x = emb.LayerNorm(x)
     if hasattr(model, "embeddings_project"):
         x = model.embeddings_project(x)

@@ -10,33 +10,49 @@ from dataclasses import asdict, replace
 import pytest
 
 from convbert.errors import InputError
-from convbert.tools import bench
+from convbert.settings import from_args
+from convbert.tools import bench, bench_results, timing
 
 pytest.importorskip("transformers")
 
 
-def parse(*argv: str) -> argparse.Namespace:
+def parse(*argv: str) -> bench.BenchConfig:
     parser = argparse.ArgumentParser()
     bench.register(parser.add_subparsers())
-    return parser.parse_args(["bench", *argv])
+    return from_args(bench.BenchConfig, parser.parse_args(["bench", *argv]))
 
 
 def test_tiny_run_then_resume_writes_json_and_csv(tmp_path, capsys):
-    grid = ("--presets", "tiny", "--seq-lens", "16", "--batch-sizes", "2", "--warmup", "0", "--device", "cpu",
-            "--no-memory", "--out", str(tmp_path))
+    grid = (
+        "--presets",
+        "tiny",
+        "--seq-lens",
+        "16",
+        "--batch-sizes",
+        "2",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--no-memory",
+        "--out",
+        str(tmp_path),
+    )
     args = parse(*grid, "--modes", "fwd")
-    assert args.func(args) == 0
+    assert bench.run(args) == 0
     (json_path,) = tmp_path.glob("cpu-*.json")
     first = json.loads(json_path.read_text())
     args = parse(*grid, "--resume", str(json_path))  # adds the train rows to the same files
-    assert args.func(args) == 0
+    assert bench.run(args) == 0
     table = capsys.readouterr().out
     assert "| tiny | fwd | fp32 | 16 | 2 |" in table and "| tiny | train |" in table and "ELECTRA-tiny" in table
 
     result = json.loads((tmp_path / "latest-cpu.json").read_text())
     assert result["complete"] and result == json.loads(json_path.read_text())
+
     def kept(rows):  # utilisation is rescaled to the peak GEMM rate of both runs
         return [{k: v for k, v in r.items() if k != "utilisation"} for r in rows]
+
     assert kept(result["rows"][:3]) == kept(first["rows"])
     assert result["meta"]["resumed_from"][0]["date"] == first["meta"]["date"]
     meta = result["meta"]
@@ -48,10 +64,11 @@ def test_tiny_run_then_resume_writes_json_and_csv(tmp_path, capsys):
     assert check["params_equal_ours_hf"] and check["max_abs_diff_ours_vs_hf"] < 1e-4
 
     rows = result["rows"]
-    assert {(r["mode"], r["role"]) for r in rows} == {(m, r) for m in ("fwd", "train")
-                                                      for r in ("ours", "hf-convbert", "reference")}
+    assert {(r["mode"], r["role"]) for r in rows} == {
+        (m, r) for m in ("fwd", "train") for r in ("ours", "hf-convbert", "reference")
+    }
     for r in rows:
-        assert set(bench.CSV_FIELDS) <= set(r)
+        assert set(bench_results.CSV_FIELDS) <= set(r)
         assert len(r["ms_repeats"]) == bench.MIN_REPEATS
         for key in ("ms_median", "tokens_per_s", "ratio_vs_hf_convbert", "ratio_vs_reference", "utilisation"):
             assert 0 < r[key] < math.inf, (key, r)
@@ -62,7 +79,7 @@ def test_tiny_run_then_resume_writes_json_and_csv(tmp_path, capsys):
     csv_path = json_path.with_suffix(".csv")
     with open(csv_path, newline="") as f:
         csv_rows = list(csv.DictReader(f))
-    assert len(csv_rows) == len(rows) and tuple(csv_rows[0]) == bench.CSV_FIELDS
+    assert len(csv_rows) == len(rows) and tuple(csv_rows[0]) == bench_results.CSV_FIELDS
 
 
 def test_memory_probe_subprocess():
@@ -72,7 +89,7 @@ def test_memory_probe_subprocess():
 
 
 def test_bad_options_and_missing_transformers(tmp_path, monkeypatch):
-    with pytest.raises(InputError, match="at least 5"):
+    with pytest.raises(InputError, match="repeats must be 5 <= repeats"):
         bench.run(parse("--repeats", "3", "--out", str(tmp_path)))
     with pytest.raises(InputError, match="unknown preset"):
         bench.run(parse("--presets", "huge", "--out", str(tmp_path)))
@@ -92,32 +109,51 @@ def test_memory_shortfall_scales_a_smaller_batch():
 
 
 def test_utilisation_is_against_the_runs_peak_gemm_rate():
-    result = {"meta": {"gemm_gflops": {"fp32": {"median": 100.0}}},
-              "rows": [{"dtype": "fp32", "model_gflop": 20.0, "ms_median": 200.0, "gemm_gflops": 80.0},
-                       {"dtype": "fp32", "model_gflop": 30.0, "ms_median": 250.0, "gemm_gflops": 160.0}]}
-    bench.rescale_utilisation(result)
+    result = {
+        "meta": {"gemm_gflops": {"fp32": {"median": 100.0}}},
+        "rows": [
+            {"dtype": "fp32", "model_gflop": 20.0, "ms_median": 200.0, "gemm_gflops": 80.0},
+            {"dtype": "fp32", "model_gflop": 30.0, "ms_median": 250.0, "gemm_gflops": 160.0},
+        ],
+    }
+    timing.rescale_utilisation(result)
     assert result["meta"]["gemm_peak_gflops"] == {"fp32": 160.0}
     assert [r["utilisation"] for r in result["rows"]] == pytest.approx([20 / (0.2 * 160), 30 / (0.25 * 160)])
 
 
 def test_quick_runs_one_small_configuration(tmp_path, capsys):
     args = parse("--quick", "--device", "cpu", "--no-memory", "--out", str(tmp_path))
-    assert args.func(args) == 0
+    assert bench.run(args) == 0
     result = json.loads((tmp_path / "latest-cpu.json").read_text())
     assert result["complete"] and not result["skipped"]
     assert {(r["preset"], r["mode"], r["seq_len"], r["batch"], r["role"]) for r in result["rows"]} == {
-        ("small", m, 128, 8, role) for m in ("fwd", "train") for role in ("ours", "hf-convbert", "reference")}
-    assert all(len(r["ms_repeats"]) == bench.MIN_REPEATS and 0 < r["ratio_vs_hf_convbert"] < math.inf
-               for r in result["rows"])
+        ("small", m, 128, 8, role) for m in ("fwd", "train") for role in ("ours", "hf-convbert", "reference")
+    }
+    assert all(
+        len(r["ms_repeats"]) == bench.MIN_REPEATS and 0 < r["ratio_vs_hf_convbert"] < math.inf for r in result["rows"]
+    )
     check = result["checks"]["small"]
     assert check["params_equal_ours_hf"] and check["max_abs_diff_ours_vs_hf"] < 1e-4
     assert "| small | fwd | fp32 | 128 | 8 |" in capsys.readouterr().out
 
 
 def test_pretrain_step_against_the_reference_loop(tmp_path, capsys):
-    args = parse("--pretrain", "--presets", "tiny", "--seq-lens", "16", "--batch-sizes", "2", "--warmup", "1",
-                 "--device", "cpu", "--out", str(tmp_path))
-    assert args.func(args) == 0
+    args = parse(
+        "--pretrain",
+        "--presets",
+        "tiny",
+        "--seq-lens",
+        "16",
+        "--batch-sizes",
+        "2",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    )
+    assert bench.run(args) == 0
     (json_path,) = tmp_path.glob("pretrain-cpu-*.json")
     result = json.loads(json_path.read_text())
     assert result["complete"] and json_path.with_suffix(".md").exists()
@@ -133,7 +169,6 @@ def test_pretrain_step_against_the_reference_loop(tmp_path, capsys):
 
 
 def test_pretrain_bench_needs_the_reference_file(tmp_path):
-    args = parse("--pretrain", "--presets", "tiny", "--reference", str(tmp_path / "missing.py"), "--out",
-                 str(tmp_path))
+    args = parse("--pretrain", "--presets", "tiny", "--reference", str(tmp_path / "missing.py"), "--out", str(tmp_path))
     with pytest.raises(InputError, match="reference loop"):
         bench.run(args)

@@ -46,8 +46,11 @@ def tf_name(key: str, scope: str, emb: str, groups: int) -> str:
         (r"embeddings\.LayerNorm\.bias", emb + "/LayerNorm/beta", "none"),
         (r"embeddings_project\.(weight|bias)", scope + r"/embeddings_project/\1", "dense"),
         (r"encoder\.layer\.(\d+)\.(.*)", scope + r"/encoder/layer_\1/\2", "layer"),
-        (r"discriminator_predictions\.dense_prediction\.(weight|bias)", r"discriminator_predictions/dense_1/\1",
-         "dense"),
+        (
+            r"discriminator_predictions\.dense_prediction\.(weight|bias)",
+            r"discriminator_predictions/dense_1/\1",
+            "dense",
+        ),
         (r"(discriminator|generator)_predictions\.dense\.(weight|bias)", r"\1_predictions/dense/\2", "dense"),
         (r"generator_predictions\.LayerNorm\.weight", "generator_predictions/LayerNorm/gamma", "none"),
         (r"generator_predictions\.LayerNorm\.bias", "generator_predictions/LayerNorm/beta", "none"),
@@ -61,11 +64,16 @@ def tf_name(key: str, scope: str, emb: str, groups: int) -> str:
     else:
         raise KeyError(key)
     if layer:
-        for old, new in (("key_conv_attn_layer.depthwise.weight", "conv_attn_key/depthwise_kernel"),
-                         ("key_conv_attn_layer.pointwise.weight", "conv_attn_key/pointwise_kernel"),
-                         ("key_conv_attn_layer.bias", "conv_attn_key/bias"), ("conv_kernel_layer", "conv_attn_kernel"),
-                         ("conv_out_layer", "conv_attn_point"), ("LayerNorm.weight", "LayerNorm/gamma"),
-                         ("LayerNorm.bias", "LayerNorm/beta"), (".", "/")):
+        for old, new in (
+            ("key_conv_attn_layer.depthwise.weight", "conv_attn_key/depthwise_kernel"),
+            ("key_conv_attn_layer.pointwise.weight", "conv_attn_key/pointwise_kernel"),
+            ("key_conv_attn_layer.bias", "conv_attn_key/bias"),
+            ("conv_kernel_layer", "conv_attn_kernel"),
+            ("conv_out_layer", "conv_attn_point"),
+            ("LayerNorm.weight", "LayerNorm/gamma"),
+            ("LayerNorm.bias", "LayerNorm/beta"),
+            (".", "/"),
+        ):
             name = name.replace(old, new)
     name = name.replace("/weight", "/kernel")
     if groups > 1:  # grouped FFN: scope g_dense
@@ -92,34 +100,51 @@ def tf_variables(model: torch.nn.Module, scope: str, emb: str = "electra/embeddi
     return out
 
 
-def random_tf_generator(d: int, A: int, heads: int, E: int, F_: int, layers: int, seed: int, K: int = 9
-                        ) -> dict[str, np.ndarray]:
+def random_tf_generator(
+    d: int, A: int, heads: int, E: int, F_: int, layers: int, seed: int, K: int = 9
+) -> dict[str, np.ndarray]:
     """TF-shaped random weights of a generator (sharing electra/embeddings) with q/k/v width A, any A."""
     rng = np.random.default_rng(seed)
     emb = "electra/embeddings"
-    shapes = {f"{emb}/word_embeddings": (VOCAB, E), f"{emb}/position_embeddings": (512, E),
-              f"{emb}/token_type_embeddings": (2, E), f"{emb}/LayerNorm/gamma": (E,), f"{emb}/LayerNorm/beta": (E,),
-              "generator/embeddings_project/kernel": (E, d), "generator/embeddings_project/bias": (d,),
-              "generator_predictions/dense/kernel": (d, E), "generator_predictions/dense/bias": (E,),
-              "generator_predictions/LayerNorm/gamma": (E,), "generator_predictions/LayerNorm/beta": (E,),
-              "generator_predictions/output_bias": (VOCAB,)}
+    shapes = {
+        f"{emb}/word_embeddings": (VOCAB, E),
+        f"{emb}/position_embeddings": (512, E),
+        f"{emb}/token_type_embeddings": (2, E),
+        f"{emb}/LayerNorm/gamma": (E,),
+        f"{emb}/LayerNorm/beta": (E,),
+        "generator/embeddings_project/kernel": (E, d),
+        "generator/embeddings_project/bias": (d,),
+        "generator_predictions/dense/kernel": (d, E),
+        "generator_predictions/dense/bias": (E,),
+        "generator_predictions/LayerNorm/gamma": (E,),
+        "generator_predictions/LayerNorm/beta": (E,),
+        "generator_predictions/output_bias": (VOCAB,),
+    }
     for j in range(layers):
         p = f"generator/encoder/layer_{j}/"
         for n in ("query", "key", "value", "conv_attn_point"):
             shapes.update({f"{p}attention/self/{n}/kernel": (d, A), f"{p}attention/self/{n}/bias": (A,)})
-        shapes.update({
-            f"{p}attention/self/conv_attn_key/depthwise_kernel": (K, d, 1),
-            f"{p}attention/self/conv_attn_key/pointwise_kernel": (1, d, A),
-            f"{p}attention/self/conv_attn_key/bias": (A,),
-            f"{p}attention/self/conv_attn_kernel/kernel": (A, heads * K),
-            f"{p}attention/self/conv_attn_kernel/bias": (heads * K,),
-            f"{p}attention/output/dense/kernel": (2 * A, d), f"{p}attention/output/dense/bias": (d,),
-            f"{p}intermediate/dense/kernel": (d, F_), f"{p}intermediate/dense/bias": (F_,),
-            f"{p}output/dense/kernel": (F_, d), f"{p}output/dense/bias": (d,)})
+        shapes.update(
+            {
+                f"{p}attention/self/conv_attn_key/depthwise_kernel": (K, d, 1),
+                f"{p}attention/self/conv_attn_key/pointwise_kernel": (1, d, A),
+                f"{p}attention/self/conv_attn_key/bias": (A,),
+                f"{p}attention/self/conv_attn_kernel/kernel": (A, heads * K),
+                f"{p}attention/self/conv_attn_kernel/bias": (heads * K,),
+                f"{p}attention/output/dense/kernel": (2 * A, d),
+                f"{p}attention/output/dense/bias": (d,),
+                f"{p}intermediate/dense/kernel": (d, F_),
+                f"{p}intermediate/dense/bias": (F_,),
+                f"{p}output/dense/kernel": (F_, d),
+                f"{p}output/dense/bias": (d,),
+            }
+        )
         for ln in ("attention/output/LayerNorm", "output/LayerNorm"):
             shapes.update({f"{p}{ln}/gamma": (d,), f"{p}{ln}/beta": (d,)})
-    return {k: ((1.0 if k.endswith("gamma") else 0.0) + 0.1 * rng.standard_normal(s)).astype(np.float32)
-            for k, s in shapes.items()}
+    return {
+        k: ((1.0 if k.endswith("gamma") else 0.0) + 0.1 * rng.standard_normal(s)).astype(np.float32)
+        for k, s in shapes.items()
+    }
 
 
 def save_tf1(variables: dict[str, np.ndarray], prefix) -> str:
@@ -150,7 +175,7 @@ def tf_forward(v: dict[str, np.ndarray], scope: str, emb: str, ids, mask, types,
 
     def shifted(x, K):  # the K "same"-padded slices x[t + j - K//2]
         xp = F.pad(x, (0, 0, K // 2, K // 2))
-        return [xp[:, j:j + x.shape[1]] for j in range(K)]
+        return [xp[:, j : j + x.shape[1]] for j in range(K)]
 
     B, T = ids.shape
     x = w[f"{emb}/word_embeddings"][ids] + w[f"{emb}/position_embeddings"][:T]
@@ -170,10 +195,12 @@ def tf_forward(v: dict[str, np.ndarray], scope: str, emb: str, ids, mask, types,
         span_key = sum(sl * dw[i] for i, sl in enumerate(shifted(x, K))) @ w[s + "conv_attn_key/pointwise_kernel"][0]
         span_key = span_key + w[s + "conv_attn_key/bias"]
         kernel = dense(q * span_key, s + "conv_attn_kernel").view(B, T, Hn, K).softmax(-1)
-        conv = sum(sl.view(B, T, Hn, hs) * kernel[..., i:i + 1]
-                   for i, sl in enumerate(shifted(dense(x, s + "conv_attn_point"), K)))
+        conv = sum(
+            sl.view(B, T, Hn, hs) * kernel[..., i : i + 1]
+            for i, sl in enumerate(shifted(dense(x, s + "conv_attn_point"), K))
+        )
         heads = [t.view(B, T, Hn, hs).transpose(1, 2) for t in (q, k, val)]
-        scores = heads[0] @ heads[1].transpose(-1, -2) / hs ** 0.5 + adder
+        scores = heads[0] @ heads[1].transpose(-1, -2) / hs**0.5 + adder
         ctx = (scores.softmax(-1) @ heads[2]).transpose(1, 2)  # (B, T, Hn, hs)
         cat = torch.cat([ctx, conv], dim=2).reshape(B, T, 2 * A)
         h = layer_norm(x + dense(cat, p + "attention/output/dense"), p + "attention/output/LayerNorm")
@@ -230,8 +257,12 @@ def test_tf1_presets_convert_exactly(tmp_path, size, preset):
         original = disc(ids, mask, types).logits
         converted = ConvBertForPreTraining.from_pretrained(tmp_path / "out" / "discriminator")
         assert max_diff(converted(ids, mask, types).logits, original) <= 1e-5
-        assert max_diff(tf_forward(variables, "electra", "electra/embeddings", ids, mask, types,
-                                   "discriminator"), original) <= 1e-5  # the reference is TF's math
+        assert (
+            max_diff(
+                tf_forward(variables, "electra", "electra/embeddings", ids, mask, types, "discriminator"), original
+            )
+            <= 1e-5
+        )  # the reference is TF's math
         generator = ConvBertForMaskedLM.from_pretrained(tmp_path / "out" / "generator")
         reference = tf_forward(variables, "generator", "electra/embeddings", ids, mask, types, "generator")
         assert max_diff(generator(ids, mask, types).logits, reference) <= 1e-5
@@ -239,7 +270,10 @@ def test_tf1_presets_convert_exactly(tmp_path, size, preset):
             assert max_diff(gen(ids, mask, types).logits, reference) <= 1e-5
     c = generator.config
     assert (c.hidden_size, c.num_attention_heads, c.attention_heads, c.head_size) == {
-        "small": (64, 1, 1, 64), "medium-small": (96, 2, 1, 48), "base": (256, 4, 2, 64)}[size]
+        "small": (64, 1, 1, 64),
+        "medium-small": (96, 2, 1, 48),
+        "base": (256, 4, 2, 64),
+    }[size]
     assert report["generator"]["hidden_size"] == c.hidden_size
 
 
@@ -279,8 +313,23 @@ def test_tf1_discriminator_only_and_cli(tmp_path, small_checkpoint, capsys):
     save_tf1(variables, tmp_path / "model.ckpt")
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"tok{i}" for i in range(VOCAB - 5)]
     (tmp_path / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
-    assert run_cli(["convert", "tf1", str(tmp_path), str(tmp_path / "out"), "--preset", "small",
-                    "--vocab", str(tmp_path / "vocab.txt")]) == 0
+    assert (
+        run_cli(
+            [
+                "convert",
+                "tf1",
+                "--checkpoint",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "out"),
+                "--preset",
+                "small",
+                "--vocab",
+                str(tmp_path / "vocab.txt"),
+            ]
+        )
+        == 0
+    )
     assert "no generator/ variables" in capsys.readouterr().out
     assert not (tmp_path / "out" / "generator").exists()
     assert (tmp_path / "out" / "discriminator" / "vocab.txt").exists()
@@ -309,18 +358,21 @@ def test_from_hf_normalises_pytorch_bin_and_to_hf_strips_our_keys(tmp_path):
     model = randomize(ConvBertForSequenceClassification(config), 6)
     hf = tmp_path / "hf"
     hf.mkdir()
-    hf_config = {k: v for k, v in config.replace(architectures=[type(model).__name__]).to_dict().items()
-                 if k not in ("conv_type", "mask_conv_padding")}
+    hf_config = {
+        k: v
+        for k, v in config.replace(architectures=[type(model).__name__]).to_dict().items()
+        if k not in ("conv_type", "mask_conv_padding")
+    }
     (hf / "config.json").write_text(json.dumps(hf_config), encoding="utf-8")
     torch.save(model.state_dict(), hf / "pytorch_model.bin")
-    assert run_cli(["convert", "from-hf", str(hf), str(tmp_path / "ours")]) == 0
+    assert run_cli(["convert", "from-hf", "--model", str(hf), "--out", str(tmp_path / "ours")]) == 0
     assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["config.json", "model.safetensors"]
     ours = ConvBertForSequenceClassification.from_pretrained(tmp_path / "ours")
     ids, mask, types = batch()
     with torch.no_grad():
         assert torch.equal(ours(ids, mask, types).logits, model(ids, mask, types).logits)
 
-    assert run_cli(["convert", "to-hf", str(tmp_path / "ours"), str(tmp_path / "back")]) == 0
+    assert run_cli(["convert", "to-hf", "--model", str(tmp_path / "ours"), "--out", str(tmp_path / "back")]) == 0
     back = json.loads((tmp_path / "back" / "config.json").read_text(encoding="utf-8"))
     assert "conv_type" not in back and "mask_conv_padding" not in back and len(back["id2label"]) == 3
     randomize(ConvBertForSequenceClassification(config.replace(conv_type="lconv")), 7).save_pretrained(tmp_path / "lc")
@@ -336,8 +388,15 @@ def test_from_bert_computes_transformers_bert(tmp_path):
     """A BERT dir (here a random transformers BertModel, with a BertForSequenceClassification's "bert." prefix)
     becomes a noconv, head_ratio-1 ConvBERT with the same outputs; the pooler and heads are left out."""
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=96, max_position_embeddings=64, pad_token_id=0)
+    cfg = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     bert = transformers.BertForSequenceClassification(cfg).eval()
     bert.save_pretrained(tmp_path / "bert")
@@ -359,6 +418,7 @@ def test_minilm_converts_with_transformers_parity(tmp_path):
     """The real pretrained BERT the demo fine-tunes (MiniLM-L6-H384, 90 MB download)."""
     transformers = pytest.importorskip("transformers")
     from convbert.tools import fetch
+
     src = fetch.minilm_dir()
     convert.convert_bert(src, tmp_path / "minilm")
     ours = ConvBertModel.from_pretrained(tmp_path / "minilm")

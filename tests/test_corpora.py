@@ -28,8 +28,10 @@ def test_austen_from_an_r_package_without_r(cache):
     path = fetched("austen", cache)
     docs = documents(path)
     assert len(docs) == 6  # the six novels
-    assert "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be " \
-           "in want of a wife." in docs[1]
+    assert (
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be "
+        "in want of a wife." in docs[1]
+    )
     info = json.loads(path.with_suffix(".json").read_text())
     assert info["url"].startswith("https://deb.debian.org/") and len(info["sha256"]) == 64 and info["version"]
     assert 3.5e6 < info["bytes"] < 4.5e6
@@ -49,7 +51,13 @@ def test_finefoods_reviews_from_an_r_data_frame(cache):
 
 def test_sentences_are_cut_at_sentence_ends():
     assert corpora.sentences("It rained. Then it  stopped! Did it? Yes: 3 times.  Mr. Smith said so.") == [
-        "It rained.", "Then it stopped!", "Did it?", "Yes: 3 times.", "Mr.", "Smith said so."]
+        "It rained.",
+        "Then it stopped!",
+        "Did it?",
+        "Yes: 3 times.",
+        "Mr.",
+        "Smith said so.",
+    ]
 
 
 def test_unknown_corpus_and_a_bad_npm_integrity(monkeypatch, cache):

@@ -12,16 +12,31 @@ from convbert.demo import interval, label_subset
 
 def test_demo_tiny_budget(tmp_path, vader_dir, capsys):
     torch.set_num_threads(1)
-    args = ["demo", "--budget", "tiny", "--ablation", "--jobs", "2", "--out", str(tmp_path),
-            "--data-dir", str(vader_dir.parent)]
+    args = [
+        "demo",
+        "--budget",
+        "tiny",
+        "--ablation",
+        "--jobs",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--data-dir",
+        str(vader_dir.parent),
+    ]
     assert main(args) == 0  # two worker processes: the default's parallel path
     printed = capsys.readouterr().out
     out = tmp_path / "tiny"
     table = (out / "results.md").read_text()
     assert table.strip() in printed
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model")]
-    names = ["ConvBERT (sdconv)", "ELECTRA (noconv, head_ratio 1)", "ConvBERT (dconv)", "ConvBERT (lconv)",
-             "ConvBERT, random init"]
+    names = [
+        "ConvBERT (sdconv)",
+        "ELECTRA (noconv, head_ratio 1)",
+        "ConvBERT (dconv)",
+        "ConvBERT (lconv)",
+        "ConvBERT, random init",
+    ]
     assert [r.split("|")[1].strip() for r in rows] == names
     for row in rows:
         accuracies = re.findall(r"(\d+\.\d) ± (\d+\.\d)", row)
@@ -59,7 +74,7 @@ def test_a_finished_run_with_other_settings_is_not_reused(tmp_path):
     from convbert.demo import require_same_settings
     from convbert.errors import InputError
 
-    saved = tmp_path / "pretrain_config.json"
+    saved = tmp_path / "run_config.json"
     saved.write_text(json.dumps({"mask_prob": 0.15, "lr": 1e-3, "device": "cpu"}))
     require_same_settings(saved, {"mask_prob": 0.15, "lr": 1e-3, "device": "cuda", "tokenizer": None}, "run")
     with pytest.raises(InputError, match=r"run holds a run with other settings \(mask_prob 0.15 != 0.25\)"):

@@ -66,8 +66,9 @@ def test_encoder_parity_at_other_lengths(encoder):
 
 
 def test_sequence_classification_parity_dconv(tmp_path):
-    _, model_dir = save(ConvBertForSequenceClassification, tmp_path, "cls", num_labels=3, num_hidden_layers=1,
-                        conv_type="dconv")
+    _, model_dir = save(
+        ConvBertForSequenceClassification, tmp_path, "cls", num_labels=3, num_hidden_layers=1, conv_type="dconv"
+    )
     assert_verified(export.export_onnx(model_dir, tmp_path / "cls.onnx"), ["logits"])
 
 
@@ -82,7 +83,7 @@ def test_cli_multiple_choice_noconv(tmp_path, capsys):
     _, model_dir = save(ConvBertForMultipleChoice, tmp_path, "mc", conv_type="noconv", num_hidden_layers=1)
     parser = argparse.ArgumentParser()
     export.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["export", "onnx", str(model_dir), str(tmp_path / "mc.onnx")])
+    args = parser.parse_args(["export", "onnx", "--model", str(model_dir), "--output", str(tmp_path / "mc.onnx")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "ConvBertForMultipleChoice" in out and "verified with onnxruntime" in out

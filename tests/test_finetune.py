@@ -18,14 +18,8 @@ from glue_fixture import N_ROWS, make_tiny_glue, tiny_tokenizer
 
 from convbert import ConvBertConfig
 from convbert.cli import main
-from convbert.finetuning.recipe import (
-    FinetuneConfig,
-    default_epochs,
-    head_outputs,
-    merge_shards,
-    resolve,
-    shard_indices,
-)
+from convbert.finetuning.config import FinetuneConfig, default_epochs, resolve
+from convbert.finetuning.inference import head_outputs, merge_shards, shard_indices
 from convbert.finetuning.tasks import GLUE, read_conll
 from convbert.model import ConvBertForSequenceClassification, ConvBertModel
 
@@ -99,8 +93,28 @@ def test_stsb_is_regression_with_pearson_and_spearman(root, tmp_path):
 
 def test_seeds_write_mean_std_median(root, tmp_path):
     out = tmp_path / "out"
-    assert run("finetune", "--model", root / "model", "--out", out, "--task", "sst2", "--data", root / "glue",
-               "--seeds", "2", "--seed", "3", "--epochs", "2", "--batch-size", "2") == 0
+    assert (
+        run(
+            "finetune",
+            "--model",
+            root / "model",
+            "--out",
+            out,
+            "--task",
+            "sst2",
+            "--data",
+            root / "glue",
+            "--seeds",
+            "2",
+            "--seed",
+            "3",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "2",
+        )
+        == 0
+    )
     agg = json.loads((out / "aggregate.json").read_text())
     assert agg["seeds"] == [3, 4]
     acc = agg["summary"]["dev/accuracy"]
@@ -116,17 +130,27 @@ def test_seeds_write_mean_std_median(root, tmp_path):
 
 def test_recipe_defaults_follow_the_paper():
     small, base = ConvBertConfig.preset("small"), ConvBertConfig.preset("base")
-    c = resolve(FinetuneConfig("m", "rte"), small)
+    c = resolve(FinetuneConfig(model="m", task="rte", out="o"), small)
     assert (c.lr, c.max_length, c.layer_decay, c.warmup_frac, c.weight_decay, c.batch_size, c.min_steps) == (
-        3e-4, 128, 0.8, 0.1, 0.01, 32, 600)
+        3e-4,
+        128,
+        0.8,
+        0.1,
+        0.01,
+        32,
+        600,
+    )
     assert (default_epochs("rte"), default_epochs("stsb"), default_epochs("cola"), default_epochs("custom")) == (
-        10, 10, 3, 3)
+        10,
+        10,
+        3,
+        3,
+    )
     assert c.classifier_head == "linear", "the official code's head for a fresh classifier"
-    assert resolve(FinetuneConfig("m", "mnli"), base).lr == 1e-4
-    squad = resolve(FinetuneConfig("m", "squad_v2"), small)
-    assert (default_epochs("squad_v2"), squad.max_length, squad.doc_stride, squad.max_query_length) == (
-        2, 384, 128, 64)
-    assert resolve(FinetuneConfig("m", "cola", lr=1e-3, epochs=1), base).lr == 1e-3
+    assert resolve(FinetuneConfig(model="m", task="mnli", out="o"), base).lr == 1e-4
+    squad = resolve(FinetuneConfig(model="m", task="squad_v2", out="o"), small)
+    assert (default_epochs("squad_v2"), squad.max_length, squad.doc_stride, squad.max_query_length) == (2, 384, 128, 64)
+    assert resolve(FinetuneConfig(model="m", task="cola", out="o", lr=1e-3, epochs=1), base).lr == 1e-3
 
 
 # --------------------------------------------------------------------------------------- custom tasks
@@ -135,13 +159,18 @@ def write_custom(path: Path, rows: list[dict]) -> Path:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     else:
         columns = list(rows[0])
-        path.write_text("\t".join(columns) + "\n" + "".join("\t".join(str(r[c]) for c in columns) + "\n"
-                                                            for r in rows))
+        path.write_text("\t".join(columns) + "\n" + "".join("\t".join(str(r[c]) for c in columns) + "\n" for r in rows))
     return path
 
 
-SENTENCES = ["the movie was good", "it was a bad movie", "the cat sat on the mat", "he said hello",
-             "what a good dog", "a bad red house"]
+SENTENCES = [
+    "the movie was good",
+    "it was a bad movie",
+    "the cat sat on the mat",
+    "he said hello",
+    "what a good dog",
+    "a bad red house",
+]
 
 
 def test_custom_tsv_pairs_with_test_predictions(root, tmp_path):
@@ -149,15 +178,35 @@ def test_custom_tsv_pairs_with_test_predictions(root, tmp_path):
     train = write_custom(tmp_path / "train.tsv", rows)
     long = {"a": " ".join(["the big red house"] * 20), "b": "it is so", "y": "pos"}
     test = write_custom(tmp_path / "test.tsv", [*rows[:3], long])
-    m = finetune(root, tmp_path / "out", "--task", "custom", "--train", train, "--dev", train, "--test", test,
-                 "--text-column", "a", "--text-pair-column", "b", "--label-column", "y", "--max-length", "24")
+    m = finetune(
+        root,
+        tmp_path / "out",
+        "--task",
+        "custom",
+        "--train",
+        train,
+        "--dev",
+        train,
+        "--test",
+        test,
+        "--text-column",
+        "a",
+        "--text-pair-column",
+        "b",
+        "--label-column",
+        "y",
+        "--max-length",
+        "24",
+    )
     assert set(m["best"]["metrics"]["dev"]) == {"accuracy", "macro_f1", "num_examples"}
     assert m["test"]["test"]["num_examples"] == 4 and m["truncated"]["test"] == 1
     records = [json.loads(line) for line in (tmp_path / "out" / "test_predictions.jsonl").read_text().splitlines()]
     assert len(records) == 4 and records[0]["text"] == rows[0]["a"] and records[0]["text_pair"] == "it is so"
     assert all(r["label"] in ("neg", "pos") and sum(r["scores"].values()) == pytest.approx(1) for r in records)
     assert ConvBertForSequenceClassification.from_pretrained(tmp_path / "out" / "best").config.labels() == [
-        "neg", "pos"]
+        "neg",
+        "pos",
+    ]
 
 
 def test_custom_jsonl_regression(root, tmp_path):
@@ -188,8 +237,26 @@ def test_ner_on_wnut16_end_to_end(wnut16_file, bert_vocab_dir, tmp_path):
     for split, part in (("train", sentences[:24]), ("dev", sentences[24:32]), ("test", sentences[32:])):
         write_conll(data / f"{split}.txt", part)
     out = tmp_path / "out"
-    assert run("finetune", "--model", tmp_path / "m", "--task", "ner", "--data", data, "--out", out,
-               "--max-steps", "2", "--batch-size", "16", "--lr", "1e-3") == 0
+    assert (
+        run(
+            "finetune",
+            "--model",
+            tmp_path / "m",
+            "--task",
+            "ner",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--lr",
+            "1e-3",
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert {"precision", "recall", "f1", "per_type"} <= set(m["best"]["metrics"]["dev"])
     assert m["best"]["metric"] == "dev/f1" and m["test"]["test"]["num_examples"] == 8
@@ -198,7 +265,7 @@ def test_ner_on_wnut16_end_to_end(wnut16_file, bert_vocab_dir, tmp_path):
     assert [r["gold"] for r in records] == [s.tags for s in sentences[32:]]
 
     report = tmp_path / "eval.json"
-    assert run("evaluate", "--model", out / "best", "--task", "ner", "--dev", data / "dev.txt", "--out", report) == 0
+    assert run("evaluate", "--model", out / "best", "--task", "ner", "--dev", data / "dev.txt", "--output", report) == 0
     assert json.loads(report.read_text())["dev"]["f1"] == m["best"]["metrics"]["dev"]["f1"]
     texts = write_custom(tmp_path / "in.jsonl", [{"text": " ".join(s.tokens)} for s in sentences[:3]])
     assert run("predict", "--model", out / "best", "--input", texts, "--output", tmp_path / "tags.jsonl") == 0
@@ -213,13 +280,21 @@ def squad_json(path: Path, version_2: bool, bad_offset: bool = False) -> Path:
     def answer(text: str) -> dict:
         return {"text": text, "answer_start": CONTEXT.index(text) + (3 if bad_offset else 0)}
 
-    qas = [{"id": "q1", "question": "where did john go ?", "answers": [answer("the big red house")]},
-           {"id": "q2", "question": "what did the cat sat on ?", "answers": [answer("the mat")]},
-           {"id": "q3", "question": "where was the dog playing ?", "answers": [answer("in the river")]}]
+    qas = [
+        {"id": "q1", "question": "where did john go ?", "answers": [answer("the big red house")]},
+        {"id": "q2", "question": "what did the cat sat on ?", "answers": [answer("the mat")]},
+        {"id": "q3", "question": "where was the dog playing ?", "answers": [answer("in the river")]},
+    ]
     if version_2:
         qas.append({"id": "q4", "question": "who live in paris ?", "answers": [], "is_impossible": True})
-    path.write_text(json.dumps({"version": "2.0" if version_2 else "1.1",
-                                "data": [{"title": "t", "paragraphs": [{"context": CONTEXT, "qas": qas}]}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "version": "2.0" if version_2 else "1.1",
+                "data": [{"title": "t", "paragraphs": [{"context": CONTEXT, "qas": qas}]}],
+            }
+        )
+    )
     return path
 
 
@@ -227,8 +302,22 @@ def squad_json(path: Path, version_2: bool, bad_offset: bool = False) -> Path:
 def test_squad_trains_and_writes_official_files(root, tmp_path, version_2):
     data = squad_json(tmp_path / "squad.json", version_2)
     out = tmp_path / "out"
-    m = finetune(root, out, "--task", "squad_v2" if version_2 else "squad", "--train", data, "--dev", data,
-                 "--max-length", "40", "--doc-stride", "8", "--max-query-length", "12")
+    m = finetune(
+        root,
+        out,
+        "--task",
+        "squad_v2" if version_2 else "squad",
+        "--train",
+        data,
+        "--dev",
+        data,
+        "--max-length",
+        "40",
+        "--doc-stride",
+        "8",
+        "--max-query-length",
+        "12",
+    )
     dev = m["best"]["metrics"]["dev"]
     assert {"exact", "f1", "total"} <= set(dev) and dev["total"] == dev["num_examples"] == (4 if version_2 else 3)
     predictions = json.loads((out / "predictions.json").read_text())
@@ -238,9 +327,26 @@ def test_squad_trains_and_writes_official_files(root, tmp_path, version_2):
         assert {"HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"} <= set(dev)
         assert set(json.loads((out / "null_odds.json").read_text())) == set(predictions)
     questions = write_custom(tmp_path / "qa.jsonl", [{"question": "where did john go ?", "context": CONTEXT}])
-    args = ["--version-2"] if version_2 else []
-    assert run("predict", "--model", out / "best", "--input", questions, "--output", tmp_path / "a.jsonl",
-               "--max-length", "40", "--doc-stride", "8", "--max-query-length", "12", *args) == 0
+    args = ["--task", "squad_v2"] if version_2 else []
+    assert (
+        run(
+            "predict",
+            "--model",
+            out / "best",
+            "--input",
+            questions,
+            "--output",
+            tmp_path / "a.jsonl",
+            "--max-length",
+            "40",
+            "--doc-stride",
+            "8",
+            "--max-query-length",
+            "12",
+            *args,
+        )
+        == 0
+    )
     (record,) = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert (record["answer"] in CONTEXT or version_2) and 0 <= record["score"] <= 1
 
@@ -277,22 +383,47 @@ def classifier_dir(root: Path, out: Path, labels: list[str]) -> Path:
 
     tok = ConvBertTokenizer.from_pretrained(root / "vocab")
     torch.manual_seed(1)
-    config = ConvBertConfig.preset("tiny", vocab_size=tok.vocab_size, mask_conv_padding=True,
-                                   id2label=dict(enumerate(labels)))
+    config = ConvBertConfig.preset(
+        "tiny", vocab_size=tok.vocab_size, mask_conv_padding=True, id2label=dict(enumerate(labels))
+    )
     ConvBertForSequenceClassification(config).save_pretrained(out, tok)
     return out
 
 
 def test_torchrun_evaluate_counts_each_example_once(root, tmp_path):
     model = classifier_dir(root, tmp_path / "clf", ["neg", "pos"])
-    dev = write_custom(tmp_path / "dev.tsv", [{"text": s, "label": y} for s, y in
-                                              zip(SENTENCES[:5], ["pos", "neg", "pos", "neg", "pos"])])
-    args = ["evaluate", "--model", str(model), "--task", "custom", "--dev", str(dev), "--batch-size", "2",
-            "--device", "cpu"]
-    assert run(*args, "--out", tmp_path / "one.json") == 0
+    dev = write_custom(
+        tmp_path / "dev.tsv",
+        [{"text": s, "label": y} for s, y in zip(SENTENCES[:5], ["pos", "neg", "pos", "neg", "pos"])],
+    )
+    args = [
+        "evaluate",
+        "--model",
+        str(model),
+        "--task",
+        "custom",
+        "--dev",
+        str(dev),
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    assert run(*args, "--output", tmp_path / "one.json") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "convbert",
-           *args, "--out", str(tmp_path / "two.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+        "convbert",
+        *args,
+        "--output",
+        str(tmp_path / "two.json"),
+    ]
     proc = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = (json.loads((tmp_path / f"{k}.json").read_text())["dev"] for k in ("one", "two"))
@@ -303,13 +434,36 @@ def test_torchrun_evaluate_counts_each_example_once(root, tmp_path):
 def test_torchrun_finetune_trains_on_shards_and_rank0_writes(root, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "convbert",
-           "finetune", "--model", str(root / "model"), "--task", "mrpc", "--data", str(root / "glue"), "--out",
-           str(out), "--batch-size", "4", "--epochs", "1", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+        "convbert",
+        "finetune",
+        "--model",
+        str(root / "model"),
+        "--task",
+        "mrpc",
+        "--data",
+        str(root / "glue"),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ]
     assert subprocess.run(cmd, env=env, timeout=300, capture_output=True).returncode == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["steps"] == 2  # 8 pairs (double_unordered) / 2 ranks / 2 per rank
     assert m["best"]["metrics"]["dev"]["num_examples"] == N_ROWS and not list(tmp_path.glob(".out*"))
+
 
 # ------------------------------------------------------------------------------ transformers-saved models
 def test_evaluate_and_predict_a_dir_saved_by_transformers(root, tmp_path):
@@ -317,21 +471,42 @@ def test_evaluate_and_predict_a_dir_saved_by_transformers(root, tmp_path):
     from convbert.tokenizer import ConvBertTokenizer
 
     tok = ConvBertTokenizer.from_pretrained(root / "vocab")
-    config = transformers.ConvBertConfig(vocab_size=tok.vocab_size, hidden_size=64, embedding_size=32,
-                                         num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                                         pad_token_id=0, num_labels=2)
+    config = transformers.ConvBertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=64,
+        embedding_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        pad_token_id=0,
+        num_labels=2,
+    )
     torch.manual_seed(0)
     hf = transformers.ConvBertForSequenceClassification(config).eval()
     hf.save_pretrained(tmp_path / "hf")
     tok.save_pretrained(tmp_path / "hf")
     report = tmp_path / "eval.json"
-    assert run("evaluate", "--model", tmp_path / "hf", "--task", "sst2", "--data", root / "glue", "--out", report) == 0
+    assert (
+        run("evaluate", "--model", tmp_path / "hf", "--task", "sst2", "--data", root / "glue", "--output", report) == 0
+    )
     dev = json.loads(report.read_text())["dev"]
     assert dev["num_examples"] == N_ROWS and 0 <= dev["accuracy"] <= 1
 
     texts = write_custom(tmp_path / "in.jsonl", [{"text": s} for s in SENTENCES])
-    assert run("predict", "--model", tmp_path / "hf", "--input", texts, "--output", tmp_path / "p.jsonl",
-               "--batch-size", "1") == 0  # no padding: transformers' ConvBERT convolves pads too
+    assert (
+        run(
+            "predict",
+            "--model",
+            tmp_path / "hf",
+            "--input",
+            texts,
+            "--output",
+            tmp_path / "p.jsonl",
+            "--batch-size",
+            "1",
+        )
+        == 0
+    )  # no padding: transformers' ConvBERT convolves pads too
     records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     with torch.no_grad():
         expected = torch.cat([hf(**tok([s])).logits.softmax(-1) for s in SENTENCES]).numpy()
@@ -351,8 +526,9 @@ def test_predict_onnx_backend_uses_onnx_predictor(root, tmp_path, monkeypatch):
             calls.append(path)
 
         def __call__(self, input_ids, attention_mask, token_type_ids):
-            assert all(isinstance(a, np.ndarray) and a.dtype == np.int64
-                       for a in (input_ids, attention_mask, token_type_ids))
+            assert all(
+                isinstance(a, np.ndarray) and a.dtype == np.int64 for a in (input_ids, attention_mask, token_type_ids)
+            )
             with torch.no_grad():
                 logits = model(*(torch.from_numpy(a) for a in (input_ids, attention_mask, token_type_ids))).logits
             return {"logits": logits.numpy()}
@@ -362,8 +538,22 @@ def test_predict_onnx_backend_uses_onnx_predictor(root, tmp_path, monkeypatch):
     outs = {}
     for backend in ("torch", "onnx"):
         outs[backend] = tmp_path / f"{backend}.jsonl"
-        assert run("predict", "--model", model_dir, "--input", texts, "--output", outs[backend],
-                   "--backend", backend, "--onnx", tmp_path / "model.onnx") == 0
+        assert (
+            run(
+                "predict",
+                "--model",
+                model_dir,
+                "--input",
+                texts,
+                "--output",
+                outs[backend],
+                "--backend",
+                backend,
+                "--onnx",
+                tmp_path / "model.onnx",
+            )
+            == 0
+        )
     assert calls == [str(tmp_path / "model.onnx")]
     onnx, ref = ([json.loads(line) for line in outs[k].read_text().splitlines()] for k in ("onnx", "torch"))
     assert [r["label"] for r in onnx] == [r["label"] for r in ref] and onnx[0]["text_pair"] == "it is so"
@@ -380,8 +570,9 @@ def _bad_glue(tmp_path: Path) -> tuple[list[str], str]:
 
 
 def _unknown_label(tmp_path: Path) -> tuple[list[str], str]:
-    train = write_custom(tmp_path / "train.jsonl", [{"text": s, "label": "pos" if i % 2 else "neg"}
-                                                    for i, s in enumerate(SENTENCES)])
+    train = write_custom(
+        tmp_path / "train.jsonl", [{"text": s, "label": "pos" if i % 2 else "neg"} for i, s in enumerate(SENTENCES)]
+    )
     dev = write_custom(tmp_path / "dev.jsonl", [{"text": "good", "label": "pos"}, {"text": "so", "label": "meh"}])
     return ["--task", "custom", "--train", str(train), "--dev", str(dev)], f"{dev}:2: unknown label 'meh'"
 
@@ -435,8 +626,24 @@ def test_predict_onnx_backend_matches_torch(root, tmp_path):
     tags = {}
     for backend in ("torch", "onnx"):
         out = tmp_path / f"{backend}.jsonl"
-        assert run("predict", "--model", tmp_path / "tagger", "--input", texts, "--output", out,
-                   "--backend", backend, "--onnx", tmp_path / "tagger.onnx", "--batch-size", "4") == 0
+        assert (
+            run(
+                "predict",
+                "--model",
+                tmp_path / "tagger",
+                "--input",
+                texts,
+                "--output",
+                out,
+                "--backend",
+                backend,
+                "--onnx",
+                tmp_path / "tagger.onnx",
+                "--batch-size",
+                "4",
+            )
+            == 0
+        )
         tags[backend] = [json.loads(line)["tags"] for line in out.read_text().splitlines()]
     assert tags["onnx"] == tags["torch"] and [len(t) for t in tags["onnx"]] == [len(s.split()) for s in SENTENCES]
 
@@ -455,9 +662,19 @@ def sentiment_1000(vader_dir, tmp_path_factory):
     splits, text = write_data(vader_dir, root / "data")
     ConvBertTokenizer.train([text], vocab_size=4000).save_pretrained(root / "tok")
     prepare([text], root / "tok", root / "shards", max_seq_length=64, num_workers=1, progress=False)
-    run = pretrain(PretrainConfig(data=str(root / "shards"), out=str(root / "pretrain"), preset="mini",
-                                  objective="mlm", batch_size=32, max_steps=150, save_every=150, eval_every=0,
-                                  lr=1e-3))
+    run = pretrain(
+        PretrainConfig(
+            data=str(root / "shards"),
+            out=str(root / "pretrain"),
+            preset="mini",
+            objective="mlm",
+            batch_size=32,
+            max_steps=150,
+            save_every=150,
+            eval_every=0,
+            lr=1e-3,
+        )
+    )
     tok = ConvBertTokenizer.from_pretrained(root / "tok")
     torch.manual_seed(0)
     ConvBertModel(ConvBertConfig.preset("mini", vocab_size=tok.vocab_size)).save_pretrained(root / "random", tok)
@@ -470,8 +687,26 @@ def test_defaults_learn_from_1000_labels(sentiment_1000, tmp_path, which):
     sentences whether pretrained or not: no plateau at chance, no majority-class predictor."""
     splits, pretrained, random = sentiment_1000
     model = pretrained if which == "pretrained" else random
-    assert run("finetune", "--model", model, "--task", "custom", "--train", splits["train"], "--dev",
-               splits["dev"], "--test", splits["test"], "--max-length", "64", "--out", tmp_path / "out") == 0
+    assert (
+        run(
+            "finetune",
+            "--model",
+            model,
+            "--task",
+            "custom",
+            "--train",
+            splits["train"],
+            "--dev",
+            splits["dev"],
+            "--test",
+            splits["test"],
+            "--max-length",
+            "64",
+            "--out",
+            tmp_path / "out",
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["steps"] >= 600 and m["epochs"] == 19  # 32 batches an epoch
     assert abs(m["history"][0]["train_loss"] - math.log(2)) > 0.01, "it left chance by its first evaluation"

@@ -12,41 +12,77 @@ from convbert.flops import PAPER_TABLE3, forward_flops_per_token, param_count, p
 
 transformers = pytest.importorskip("transformers")
 
-SIZE_KEYS = ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "num_attention_heads",
-             "intermediate_size", "max_position_embeddings", "type_vocab_size", "head_ratio",
-             "conv_kernel_size", "num_groups", "pad_token_id")
+SIZE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "embedding_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "head_ratio",
+    "conv_kernel_size",
+    "num_groups",
+    "pad_token_id",
+)
 
 
 def hf_convbert(config: ConvBertConfig, device: str = "meta") -> torch.nn.Module:
     with torch.device(device):
-        return transformers.ConvBertModel(
-            transformers.ConvBertConfig(**{k: getattr(config, k) for k in SIZE_KEYS}))
+        return transformers.ConvBertModel(transformers.ConvBertConfig(**{k: getattr(config, k) for k in SIZE_KEYS}))
 
 
 def random_configs(n: int) -> list[ConvBertConfig]:
     rng = random.Random(0)
     configs = [
         # H < head_ratio: transformers falls back to one attention head
-        ConvBertConfig(hidden_size=48, embedding_size=16, num_hidden_layers=2, num_attention_heads=1,
-                       intermediate_size=96, vocab_size=100),
-        ConvBertConfig(hidden_size=48, embedding_size=48, num_hidden_layers=1, num_attention_heads=3,
-                       head_ratio=4, intermediate_size=64, num_groups=2, vocab_size=50, conv_kernel_size=5),
+        ConvBertConfig(
+            hidden_size=48,
+            embedding_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=1,
+            intermediate_size=96,
+            vocab_size=100,
+        ),
+        ConvBertConfig(
+            hidden_size=48,
+            embedding_size=48,
+            num_hidden_layers=1,
+            num_attention_heads=3,
+            head_ratio=4,
+            intermediate_size=64,
+            num_groups=2,
+            vocab_size=50,
+            conv_kernel_size=5,
+        ),
     ]
     while len(configs) < n:
         heads = rng.choice([1, 2, 4, 6])
         ratio = rng.choice([1, 2, 3])
         d = 2 * max(1, heads // ratio) * rng.choice([4, 8, 12])
         g = rng.choice([1, 2])
-        configs.append(ConvBertConfig(
-            hidden_size=d, embedding_size=rng.choice([d, 16, 24]), num_hidden_layers=rng.randint(1, 3),
-            num_attention_heads=heads, head_ratio=ratio, intermediate_size=g * rng.choice([16, 40]),
-            num_groups=g, vocab_size=rng.randint(50, 500), conv_kernel_size=rng.choice([3, 7, 9]),
-            max_position_embeddings=rng.choice([64, 128]), type_vocab_size=rng.choice([1, 2])))
+        configs.append(
+            ConvBertConfig(
+                hidden_size=d,
+                embedding_size=rng.choice([d, 16, 24]),
+                num_hidden_layers=rng.randint(1, 3),
+                num_attention_heads=heads,
+                head_ratio=ratio,
+                intermediate_size=g * rng.choice([16, 40]),
+                num_groups=g,
+                vocab_size=rng.randint(50, 500),
+                conv_kernel_size=rng.choice([3, 7, 9]),
+                max_position_embeddings=rng.choice([64, 128]),
+                type_vocab_size=rng.choice([1, 2]),
+            )
+        )
     return configs
 
 
-@pytest.mark.parametrize("name", ["small", "medium-small", "base", "small-generator", "medium-small-generator",
-                                  "base-generator"])
+@pytest.mark.parametrize(
+    "name", ["small", "medium-small", "base", "small-generator", "medium-small-generator", "base-generator"]
+)
 def test_param_count_presets(name):
     config = ConvBertConfig.preset(name)
     model = hf_convbert(config)
@@ -60,8 +96,11 @@ def test_param_count_matches_paper_sizes():
     assert round(millions["base"]) == 106
 
 
-@pytest.mark.parametrize("config", random_configs(8), ids=lambda c: f"d{c.hidden_size}H{c.num_attention_heads}"
-                         f"r{c.head_ratio}G{c.num_groups}E{c.embedding_size}")
+@pytest.mark.parametrize(
+    "config",
+    random_configs(8),
+    ids=lambda c: f"d{c.hidden_size}H{c.num_attention_heads}r{c.head_ratio}G{c.num_groups}E{c.embedding_size}",
+)
 def test_param_count_random_configs(config):
     assert param_count(config) == hf_convbert(config).num_parameters()
 
@@ -70,8 +109,15 @@ def test_param_count_random_configs(config):
 def test_noconv_param_count_equals_electra(name):
     config = ConvBertConfig.preset(name, conv_type="noconv", head_ratio=1)
     with torch.device("meta"):
-        electra = transformers.ElectraModel(transformers.ElectraConfig(
-            **{k: getattr(config, k) for k in SIZE_KEYS if k not in ("head_ratio", "conv_kernel_size", "num_groups")}))
+        electra = transformers.ElectraModel(
+            transformers.ElectraConfig(
+                **{
+                    k: getattr(config, k)
+                    for k in SIZE_KEYS
+                    if k not in ("head_ratio", "conv_kernel_size", "num_groups")
+                }
+            )
+        )
     assert param_count(config) == electra.num_parameters()
 
 
@@ -83,7 +129,8 @@ def test_conv_variants_param_differences():
     assert param_count(sd) - param_count(dconv) == layers * (d * k + d * a + a)  # the span-aware key
     assert param_count(dconv) - param_count(lconv) == layers * (a * hn * k)  # kernel generator vs static kernel
     assert param_count(sd.replace(conv_type="noconv", head_ratio=1)) == param_count(
-        sd.replace(conv_type="noconv", head_ratio=2))
+        sd.replace(conv_type="noconv", head_ratio=2)
+    )
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "medium-small"])
@@ -152,9 +199,8 @@ def test_cli_preset(capsys):
 
 
 def test_cli_config_dir_and_conv_type(tmp_path, capsys):
-    (tmp_path / "config.json").write_text(
-        json.dumps(ConvBertConfig.preset("tiny").to_dict()), encoding="utf-8")
-    args = parse(["flops", "--config", str(tmp_path), "--conv-type", "noconv", "--seq-len", "64"])
+    (tmp_path / "config.json").write_text(json.dumps(ConvBertConfig.preset("tiny").to_dict()), encoding="utf-8")
+    args = parse(["flops", "--model", str(tmp_path), "--conv-type", "noconv", "--seq-len", "64"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "key_sepconv" not in out and "seq_len 64" in out
@@ -169,10 +215,19 @@ def test_cli_paper(capsys):
     assert "6.4e+19" in out
 
 
-@pytest.mark.parametrize("overrides", [
-    {"conv_type": "dconv"}, {"conv_type": "lconv"}, {"conv_type": "noconv"}, {"conv_type": "noconv", "head_ratio": 1},
-    {"num_attention_heads": 1, "hidden_size": 64, "attention_head_size": 64}, {"head_ratio": 3, "num_groups": 2}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"conv_type": "dconv"},
+        {"conv_type": "lconv"},
+        {"conv_type": "noconv"},
+        {"conv_type": "noconv", "head_ratio": 1},
+        {"num_attention_heads": 1, "hidden_size": 64, "attention_head_size": 64},
+        {"head_ratio": 3, "num_groups": 2},
+    ],
+)
 def test_param_count_matches_our_model(overrides):
     from convbert import ConvBertModel
+
     c = ConvBertConfig.preset("tiny", vocab_size=100, **overrides)
     assert param_count(c) == ConvBertModel(c).num_parameters

@@ -15,16 +15,19 @@ def tiny(**kw) -> ConvBertConfig:
     return ConvBertConfig.preset("tiny", vocab_size=50, **kw)
 
 
-@pytest.mark.parametrize("kw, field", [
-    (dict(hidden_size=66), "hidden_size"),            # not divisible by 2 x heads
-    (dict(conv_kernel_size=8), "conv_kernel_size"),   # even kernel
-    (dict(num_groups=3), "num_groups"),               # does not divide the sizes
-    (dict(conv_type="xconv"), "conv_type"),
-    (dict(hidden_act="swish2"), "hidden_act"),
-    (dict(num_hidden_layers=0), "num_hidden_layers"),
-    (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
-    (dict(pad_token_id=50), "pad_token_id"),
-])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        (dict(hidden_size=66), "hidden_size"),  # not divisible by 2 x heads
+        (dict(conv_kernel_size=8), "conv_kernel_size"),  # even kernel
+        (dict(num_groups=3), "num_groups"),  # does not divide the sizes
+        (dict(conv_type="xconv"), "conv_type"),
+        (dict(hidden_act="swish2"), "hidden_act"),
+        (dict(num_hidden_layers=0), "num_hidden_layers"),
+        (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+        (dict(pad_token_id=50), "pad_token_id"),
+    ],
+)
 def test_invalid_config_names_the_field(kw, field):
     with pytest.raises(ConfigError, match=f"ConvBertConfig.{field}="):
         tiny(**kw)
@@ -55,8 +58,11 @@ def test_missing_weight_is_named(tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     del state["convbert.encoder.layer.1.attention.self.query.weight"]
     save_file(state, tmp_path / "model.safetensors")
-    with pytest.raises(InputError, match=r"missing weights: convbert\.encoder\.layer\.1\.attention\.self\.query"
-                                         r"\.weight"):
+    with pytest.raises(
+        InputError,
+        match=r"missing weights: convbert\.encoder\.layer\.1\.attention\.self\.query"
+        r"\.weight",
+    ):
         convbert.ConvBertForSequenceClassification.from_pretrained(tmp_path)
 
 

@@ -372,9 +372,7 @@ def test_entity_f1_hand_computed():
     # PER(s1 3-3). Correct: PER(s0) and LOC -> precision 2/4, recall 2/3, F1 = 2*(1/2)(2/3)/(7/6) = 4/7.
     # Tags: sentence 0 has 3 of 4 equal (B-LOC vs I-LOC), sentence 1 has 2 of 4 -> accuracy 5/8.
     per_type = got.pop("per_type")
-    assert got == pytest.approx(
-        {"precision": 0.5, "recall": 2 / 3, "f1": 4 / 7, "support": 3, "accuracy": 5 / 8}
-    )
+    assert got == pytest.approx({"precision": 0.5, "recall": 2 / 3, "f1": 4 / 7, "support": 3, "accuracy": 5 / 8})
     assert per_type == {
         "LOC": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1},
         "ORG": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1},  # predicted end is wrong

@@ -20,16 +20,32 @@ CONFIGS = [
     (32, 16, 1, 2, 1, 5, 64),
     (64, 64, 6, 3, 1, 9, 128),
 ]
-HEADS = ["ConvBertModel", "ConvBertForMaskedLM", "ConvBertForSequenceClassification",
-         "ConvBertForTokenClassification", "ConvBertForQuestionAnswering", "ConvBertForMultipleChoice"]
+HEADS = [
+    "ConvBertModel",
+    "ConvBertForMaskedLM",
+    "ConvBertForSequenceClassification",
+    "ConvBertForTokenClassification",
+    "ConvBertForQuestionAnswering",
+    "ConvBertForMultipleChoice",
+]
 VOCAB = 120
 
 
 def make_config(spec, **kw) -> ConvBertConfig:
     d, e, h, r, g, k, f = spec
-    return ConvBertConfig(vocab_size=VOCAB, hidden_size=d, embedding_size=e, num_hidden_layers=2,
-                          num_attention_heads=h, head_ratio=r, num_groups=g, conv_kernel_size=k,
-                          intermediate_size=f, num_labels=3, **kw)
+    return ConvBertConfig(
+        vocab_size=VOCAB,
+        hidden_size=d,
+        embedding_size=e,
+        num_hidden_layers=2,
+        num_attention_heads=h,
+        head_ratio=r,
+        num_groups=g,
+        conv_kernel_size=k,
+        intermediate_size=f,
+        num_labels=3,
+        **kw,
+    )
 
 
 def hf_config(c: ConvBertConfig):
@@ -94,10 +110,13 @@ def test_bare_model_into_head_and_back(tmp_path):
     inputs = batch()
     theirs = transformers.ConvBertModel(hf_config(c)).eval()
     theirs.save_pretrained(tmp_path / "bare")
-    head, info = convbert.ConvBertForSequenceClassification.from_pretrained(
-        tmp_path / "bare", output_loading_info=True)
-    assert sorted(info["missing_keys"]) == ["classifier.dense.bias", "classifier.dense.weight",
-                                            "classifier.out_proj.bias", "classifier.out_proj.weight"]
+    head, info = convbert.ConvBertForSequenceClassification.from_pretrained(tmp_path / "bare", output_loading_info=True)
+    assert sorted(info["missing_keys"]) == [
+        "classifier.dense.bias",
+        "classifier.dense.weight",
+        "classifier.out_proj.bias",
+        "classifier.out_proj.weight",
+    ]
     ref = outputs(theirs, "ConvBertModel", inputs, False)
     assert (outputs(head.convbert, "ConvBertModel", inputs, True) - ref).abs().max() <= 1e-5
 
@@ -118,10 +137,12 @@ def test_linear_classifier_head_and_what_transformers_does_with_it(tmp_path):
     torch.manual_seed(0)
     model = convbert.ConvBertForSequenceClassification(c).eval()
     assert sorted(k for k in model.state_dict() if k.startswith("classifier.")) == [
-        "classifier.out_proj.bias", "classifier.out_proj.weight"]
+        "classifier.out_proj.bias",
+        "classifier.out_proj.weight",
+    ]
     w = model.classifier["out_proj"].weight
     bound = (6 / (w.shape[0] + w.shape[1])) ** 0.5
-    assert w.abs().max() <= bound and w.std() > 0.5 * bound / 3 ** 0.5, "glorot-uniform, not N(0, 0.02)"
+    assert w.abs().max() <= bound and w.std() > 0.5 * bound / 3**0.5, "glorot-uniform, not N(0, 0.02)"
     ids, mask, types = batch()
     with torch.no_grad():
         h = model.convbert(ids, mask, types)[:, 0]
@@ -146,8 +167,9 @@ def test_pretraining_head_matches_electra_head(tmp_path):
     body = transformers.ConvBertModel.from_pretrained(tmp_path).eval()  # loads the discriminator's encoder
     ecfg = transformers.ElectraConfig(hidden_size=c.hidden_size, hidden_act="gelu")
     head = transformers.models.electra.modeling_electra.ElectraDiscriminatorPredictions(ecfg).eval()
-    head.load_state_dict({k.split(".", 1)[1]: v for k, v in ours.state_dict().items()
-                          if k.startswith("discriminator_predictions.")})
+    head.load_state_dict(
+        {k.split(".", 1)[1]: v for k, v in ours.state_dict().items() if k.startswith("discriminator_predictions.")}
+    )
     with torch.no_grad():
         ref = head(body(ids, attention_mask=mask, token_type_ids=types).last_hidden_state)
         got = ours(ids, mask, types)
@@ -160,8 +182,15 @@ def test_pretraining_head_matches_electra_head(tmp_path):
     assert torch.allclose(loss, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["ConvBertForMaskedLM", "ConvBertForSequenceClassification",
-                                  "ConvBertForTokenClassification", "ConvBertForQuestionAnswering"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ConvBertForMaskedLM",
+        "ConvBertForSequenceClassification",
+        "ConvBertForTokenClassification",
+        "ConvBertForQuestionAnswering",
+    ],
+)
 def test_losses_match_transformers(tmp_path, name):
     c = make_config(CONFIGS[0]).replace(num_labels=2 if "Question" in name else 3)
     ids, mask, types = batch()
@@ -206,10 +235,16 @@ def test_preset_parameter_counts_equal_transformers(preset):
 
 def test_noconv_head_ratio_1_is_electra_sized():
     c = ConvBertConfig.preset("small", conv_type="noconv", head_ratio=1)
-    electra = transformers.ElectraModel(transformers.ElectraConfig(
-        vocab_size=c.vocab_size, embedding_size=c.embedding_size, hidden_size=c.hidden_size,
-        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
-        intermediate_size=c.intermediate_size))
+    electra = transformers.ElectraModel(
+        transformers.ElectraConfig(
+            vocab_size=c.vocab_size,
+            embedding_size=c.embedding_size,
+            hidden_size=c.hidden_size,
+            num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads,
+            intermediate_size=c.intermediate_size,
+        )
+    )
     assert convbert.ConvBertModel(c).num_parameters == electra.num_parameters()
 
 
@@ -218,8 +253,14 @@ def test_noconv_head_ratio_1_computes_electra(tmp_path):
     c = make_config(CONFIGS[0], conv_type="noconv").replace(head_ratio=1)
     ours = convbert.ConvBertModel(c).eval()
     ecfg = transformers.ElectraConfig(
-        vocab_size=VOCAB, embedding_size=c.embedding_size, hidden_size=c.hidden_size, num_hidden_layers=2,
-        num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size, pad_token_id=0)
+        vocab_size=VOCAB,
+        embedding_size=c.embedding_size,
+        hidden_size=c.hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=c.num_attention_heads,
+        intermediate_size=c.intermediate_size,
+        pad_token_id=0,
+    )
     electra = transformers.ElectraModel(ecfg).eval()
     missing, unexpected = electra.load_state_dict(ours.state_dict(), strict=False)
     assert not unexpected and all("position_ids" in k or "token_type_ids" in k for k in missing)
@@ -249,8 +290,9 @@ def test_every_conv_type_trains(conv_type):
     out = model(ids, mask, types, labels=torch.tensor([0, 1, 2]))
     out.loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
-    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), \
-        [n for n, g in grads.items() if g is None]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [
+        n for n, g in grads.items() if g is None
+    ]
     names = " ".join(grads)
     assert ("key_conv_attn_layer" in names) == (conv_type == "sdconv")
     assert ("conv_kernel_layer" in names) == (conv_type in ("sdconv", "dconv"))
@@ -295,8 +337,13 @@ def test_generator_head_is_tied():
 def test_gradients_match_naive_reference(conv_type):
     """Train-mode gradients of the fast path (custom backward included) against autograd through the naive math."""
     torch.manual_seed(0)
-    c = make_config(CONFIGS[2], conv_type=conv_type, mask_conv_padding=conv_type == "dconv",
-                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    c = make_config(
+        CONFIGS[2],
+        conv_type=conv_type,
+        mask_conv_padding=conv_type == "dconv",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = convbert.ConvBertModel(c).train()
     ids, mask, types = batch()
     weight = torch.randn(*ids.shape, c.hidden_size, generator=torch.Generator().manual_seed(3))

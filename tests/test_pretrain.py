@@ -17,7 +17,7 @@ from scipy import stats
 
 from convbert import ConvBertConfig, ConvBertModel
 from convbert.counter_rng import uniform
-from convbert.pretraining.data import PretrainShards, prepare
+from convbert.pretraining.data import prepare
 from convbert.pretraining.objective import (
     STATS,
     ElectraPretrainer,
@@ -28,6 +28,7 @@ from convbert.pretraining.objective import (
     sample_tokens,
 )
 from convbert.pretraining.recipe import Batches, PretrainConfig, held_out_split, pretrain
+from convbert.pretraining.shards import PretrainShards
 from convbert.tokenizer import ConvBertTokenizer
 from convbert.tools.fetch import read_vader
 
@@ -35,8 +36,11 @@ CLS, SEP, PAD, MASK = 2, 3, 0, 4
 
 
 def test_generator_sizes_follow_the_paper():
-    for preset, frac, (d, h, f) in (("small", 1 / 4, (64, 1, 256)), ("medium-small", 1 / 4, (96, 2, 384)),
-                                    ("base", 1 / 3, (256, 4, 1024))):
+    for preset, frac, (d, h, f) in (
+        ("small", 1 / 4, (64, 1, 256)),
+        ("medium-small", 1 / 4, (96, 2, 384)),
+        ("base", 1 / 3, (256, 4, 1024)),
+    ):
         g = generator_config(ConvBertConfig.preset(preset), frac)
         ref = ConvBertConfig.preset(f"{preset}-generator")
         assert (g.hidden_size, g.num_attention_heads, g.intermediate_size) == (d, h, f)
@@ -118,8 +122,9 @@ def test_masks_and_samples_depend_only_on_the_example():
         assert torch.equal(getattr(whole, field), torch.cat([getattr(h, field) for h in halves]))
     log_probs = torch.randn(8, whole.positions.shape[1], 1000).log_softmax(-1)
     s = sample_tokens(log_probs, keys, whole.positions)
-    assert torch.equal(s, torch.cat([sample_tokens(log_probs[sl], keys[sl], whole.positions[sl])
-                                     for sl in (slice(0, 4), slice(4, 8))]))
+    assert torch.equal(
+        s, torch.cat([sample_tokens(log_probs[sl], keys[sl], whole.positions[sl]) for sl in (slice(0, 4), slice(4, 8))])
+    )
     assert not torch.equal(whole.masked_ids, mask_tokens(ids, special, MASK, keys_for(3, 8, 8)).masked_ids)
 
 
@@ -133,8 +138,9 @@ def test_sampling_is_categorical_under_the_softmax():
     observed = torch.bincount(s.flatten(), minlength=50).double()
     expected = logits.double().softmax(-1) * s.numel()
     assert stats.chisquare(observed.numpy(), expected.numpy()).pvalue > 1e-3
-    assert (sample_tokens(torch.tensor([[[0.0, -1e9, -1e9]]]), keys_for(0, 0, 1), torch.zeros(1, 1, dtype=torch.long))
-            == 0).all(), "a certain token is always drawn"
+    assert (
+        sample_tokens(torch.tensor([[[0.0, -1e9, -1e9]]]), keys_for(0, 0, 1), torch.zeros(1, 1, dtype=torch.long)) == 0
+    ).all(), "a certain token is always drawn"
 
 
 def tiny_pretrainer(objective="electra", dropout=0.1):
@@ -173,8 +179,7 @@ def test_embeddings_are_tied_and_labels_are_built_from_samples():
     # the loss is MLM + 50 x BCE(replaced = sample != original) over real tokens
     disc_logits = disc_forward(corrupted, mask, torch.zeros_like(ids)).logits
     real = mask.bool()
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        disc_logits[real], (corrupted != ids)[real].float())
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(disc_logits[real], (corrupted != ids)[real].float())
     assert torch.allclose(out.disc_loss, bce, atol=1e-6)
     assert torch.allclose(out.loss, out.mlm_loss + 50 * out.disc_loss, atol=1e-5)
     counts = dict(zip(STATS, out.stats.tolist()))
@@ -220,8 +225,11 @@ def test_the_pretraining_step_compiles_as_one_graph():
 def corpus(tmp_path_factory, vader_dir):
     """Real text (VADER sentences, 20 a document), a WordPiece vocab trained on it, and 64-token shards."""
     root = tmp_path_factory.mktemp("pretrain")
-    rows = [t for name in ("movieReviewSnippets", "nytEditorialSnippets")
-            for _, _, t in read_vader(vader_dir / f"{name}_GroundTruth.txt")]
+    rows = [
+        t
+        for name in ("movieReviewSnippets", "nytEditorialSnippets")
+        for _, _, t in read_vader(vader_dir / f"{name}_GroundTruth.txt")
+    ]
     text = root / "corpus.txt"
     text.write_text("".join(f"{t}\n" + ("\n" if i % 20 == 19 else "") for i, t in enumerate(rows)))
     tok = ConvBertTokenizer.train([text], vocab_size=2000)
@@ -236,8 +244,23 @@ def cli(*args, env_extra=None, **kw):
 
 
 def base_args(corpus, out, steps):
-    return ["pretrain", "--data", str(corpus / "shards"), "--out", str(out), "--preset", "tiny",
-            "--batch-size", "8", "--max-steps", str(steps), "--log-every", "2", "--seed", "1"]
+    return [
+        "pretrain",
+        "--data",
+        str(corpus / "shards"),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        str(steps),
+        "--log-every",
+        "2",
+        "--seed",
+        "1",
+    ]
 
 
 def final_weights(run: Path):
@@ -247,8 +270,15 @@ def final_weights(run: Path):
 def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert cli(*base_args(corpus, straight, 8), "--save-every", "4", "--micro-batch-size", "4").wait() == 0
-    p = cli(*base_args(corpus, killed, 8), "--save-every", "4", "--micro-batch-size", "4",
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = cli(
+        *base_args(corpus, killed, 8),
+        "--save-every",
+        "4",
+        "--micro-batch-size",
+        "4",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (killed / "step-00000004").exists():
         assert p.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
@@ -256,8 +286,10 @@ def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (killed / "discriminator").exists()
-    assert cli(*base_args(corpus, killed, 8), "--save-every", "4", "--micro-batch-size", "4",
-               "--resume", "auto").wait() == 0
+    assert (
+        cli(*base_args(corpus, killed, 8), "--save-every", "4", "--micro-batch-size", "4", "--resume", "auto").wait()
+        == 0
+    )
     for a, b in zip(final_weights(straight), final_weights(killed)):
         assert a.keys() == b.keys()
         for k in a:
@@ -268,11 +300,20 @@ def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path):
 
 def test_resume_skips_a_corrupt_checkpoint(corpus, tmp_path, caplog):
     run = tmp_path / "run"
-    cfg = PretrainConfig(data=str(corpus / "shards"), out=str(run), preset="tiny", batch_size=4, max_steps=4,
-                         save_every=2, log_every=2, resume="none")
+    cfg = PretrainConfig(
+        data=str(corpus / "shards"),
+        out=str(run),
+        preset="tiny",
+        batch_size=4,
+        max_steps=4,
+        save_every=2,
+        log_every=2,
+        resume="none",
+    )
     pretrain(cfg)
     (run / "step-00000004" / "optimizer.safetensors").write_bytes(b"garbage")
     import dataclasses
+
     pretrain(dataclasses.replace(cfg, max_steps=6, resume="auto"))
     assert "skipping" in caplog.text and "step-00000004" in caplog.text
     assert (run / "step-00000006").exists()
@@ -281,9 +322,20 @@ def test_resume_skips_a_corrupt_checkpoint(corpus, tmp_path, caplog):
 def test_loss_falls_and_exports_load_in_transformers(corpus, tmp_path):
     transformers = pytest.importorskip("transformers")
     run = tmp_path / "run"
-    pretrain(PretrainConfig(data=str(corpus / "shards"), out=str(run), preset="tiny", batch_size=16,
-                            max_steps=40, save_every=40, log_every=5, lr=2e-3))
+    pretrain(
+        PretrainConfig(
+            data=str(corpus / "shards"),
+            out=str(run),
+            preset="tiny",
+            batch_size=16,
+            max_steps=40,
+            save_every=40,
+            log_every=5,
+            lr=2e-3,
+        )
+    )
     import csv
+
     rows = list(csv.DictReader((run / "log.csv").open()))
     first, last = rows[0], rows[-1]
     assert float(last["disc_loss"]) < float(first["disc_loss"])
@@ -299,6 +351,7 @@ def test_loss_falls_and_exports_load_in_transformers(corpus, tmp_path):
     assert all(0 < float(r["token_cosine"]) < 1 for r in evals)
     if importlib.util.find_spec("matplotlib"):
         from convbert.tools.plots import plot_run
+
         assert plot_run(run).stat().st_size > 10_000  # curves.png with the held-out panels
     _, info = transformers.ConvBertModel.from_pretrained(run / "discriminator", output_loading_info=True)
     assert not info["missing_keys"]
@@ -310,13 +363,15 @@ def test_loss_falls_and_exports_load_in_transformers(corpus, tmp_path):
 def test_held_out_evaluation_is_fixed_and_in_eval_mode(corpus):
     """The same weights give the same held-out numbers (no dropout, fixed corruptions), whatever the run seed."""
     from convbert.pretraining.recipe import evaluate
+
     shards = PretrainShards(corpus / "shards")
     _, rows = held_out_split(len(shards), 1024)
     tok = ConvBertTokenizer.from_pretrained(corpus / "tok")
     config = ConvBertConfig.preset("tiny", vocab_size=tok.vocab_size)
     torch.manual_seed(0)
-    model = ElectraPretrainer(config, generator_config(config, 0.25), sorted(tok.special_token_ids),
-                              tok.mask_token_id).train()
+    model = ElectraPretrainer(
+        config, generator_config(config, 0.25), sorted(tok.special_token_ids), tok.mask_token_id
+    ).train()
     torch.manual_seed(1)
     a = evaluate(model, shards, rows, 7, "fp32", torch.device("cpu"))
     torch.manual_seed(2)
@@ -330,12 +385,13 @@ def test_held_out_evaluation_is_fixed_and_in_eval_mode(corpus):
 
 def test_token_cosine_matches_pairwise_and_flags_collapse():
     from convbert.pretraining.recipe import token_cosine
+
     g = torch.Generator().manual_seed(0)
     h = torch.randn(3, 6, 8, generator=g)
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
     got = token_cosine(h, mask)
     for b in range(3):
-        u = torch.nn.functional.normalize(h[b, :int(mask[b].sum())], dim=-1)
+        u = torch.nn.functional.normalize(h[b, : int(mask[b].sum())], dim=-1)
         c = u @ u.T
         n = len(u)
         assert got[b] == pytest.approx(float((c.sum() - c.diag().sum()) / (n * (n - 1))), abs=1e-6)
@@ -347,9 +403,18 @@ def test_vocab_mismatch_is_an_error(corpus, tmp_path):
     other = ConvBertTokenizer.train([corpus / "corpus.txt"], vocab_size=500)
     other.save_pretrained(tmp_path / "tok")
     from convbert.errors import InputError
+
     with pytest.raises(InputError, match="different vocabulary"):
-        pretrain(PretrainConfig(data=str(corpus / "shards"), out=str(tmp_path / "r"), tokenizer=str(tmp_path / "tok"),
-                                preset="tiny", batch_size=2, max_steps=1))
+        pretrain(
+            PretrainConfig(
+                data=str(corpus / "shards"),
+                out=str(tmp_path / "r"),
+                tokenizer=str(tmp_path / "tok"),
+                preset="tiny",
+                batch_size=2,
+                max_steps=1,
+            )
+        )
 
 
 def test_batches_split_the_global_batch_over_ranks(corpus):
@@ -368,13 +433,23 @@ def test_batches_split_the_global_batch_over_ranks(corpus):
 
 def test_torchrun_two_processes_equal_one(corpus, tmp_path):
     """Same global batch, 2 gloo ranks vs 1 process with 2 micro-batches: the same weights (dropout off)."""
-    common = ["--set", "model.hidden_dropout_prob=0", "--set", "model.attention_probs_dropout_prob=0"]
+    common = ["model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0"]
     single = tmp_path / "single"
     assert cli(*base_args(corpus, single, 3), "--micro-batch-size", "4", *common).wait() == 0
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "-m", "convbert", *base_args(corpus, ddp, 3), *common]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+        "convbert",
+        *base_args(corpus, ddp, 3),
+        *common,
+    ]
     assert subprocess.run(cmd, env=env, timeout=300).returncode == 0
     for a, b in zip(final_weights(single), final_weights(ddp)):
         for k in a:
@@ -384,6 +459,7 @@ def test_torchrun_two_processes_equal_one(corpus, tmp_path):
 def test_non_finite_losses_skip_steps_then_stop(corpus, tmp_path, monkeypatch, caplog):
     """A NaN loss skips the step (logged); too many in a row stop the run, the last good checkpoint intact."""
     import convbert.pretraining.objective as electra
+
     calls = {"n": 0}
     real_forward = electra.ElectraPretrainer.forward
 
@@ -396,8 +472,18 @@ def test_non_finite_losses_skip_steps_then_stop(corpus, tmp_path, monkeypatch, c
 
     monkeypatch.setattr(electra.ElectraPretrainer, "forward", flaky)
     run = tmp_path / "run"
-    cfg = PretrainConfig(data=str(corpus / "shards"), out=str(run), preset="tiny", batch_size=4, max_steps=20,
-                         save_every=2, log_every=1, max_bad_steps=3, resume="none", eval_every=0)
+    cfg = PretrainConfig(
+        data=str(corpus / "shards"),
+        out=str(run),
+        preset="tiny",
+        batch_size=4,
+        max_steps=20,
+        save_every=2,
+        log_every=1,
+        max_bad_steps=3,
+        resume="none",
+        eval_every=0,
+    )
     with pytest.raises(RuntimeError, match="3 non-finite losses in a row at step 6"):
         pretrain(cfg)
     assert "step 4: non-finite loss" in caplog.text

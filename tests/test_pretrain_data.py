@@ -15,7 +15,8 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from convbert.errors import InputError
-from convbert.pretraining.data import ExampleBuilder, PretrainShards, prepare, register, vocab_hash
+from convbert.pretraining.data import ExampleBuilder, prepare, register
+from convbert.pretraining.shards import PretrainShards, vocab_hash
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD, CLS, SEP = 0, 2, 3

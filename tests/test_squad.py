@@ -36,8 +36,13 @@ def _dataset(version_2: bool = True) -> dict:
         {"id": "house", "question": "where did john go ?", "answers": [_answer(LONG, "big red house")]},
         {"id": "river", "question": "where was the dog playing ?", "answers": [_answer(LONG, "the river", 2)]},
     ]
-    short_qas = [{"id": "mat", "question": "what did the cat sat on ?",
-                  "answers": [_answer(SHORT, "the mat"), _answer(SHORT, "mat")]}]
+    short_qas = [
+        {
+            "id": "mat",
+            "question": "what did the cat sat on ?",
+            "answers": [_answer(SHORT, "the mat"), _answer(SHORT, "mat")],
+        }
+    ]
     if version_2:
         short_qas.append({"id": "paris", "question": "who went to paris ?", "answers": [], "is_impossible": True})
     paragraphs = [{"context": LONG, "qas": long_qas}, {"context": SHORT, "qas": short_qas}]
@@ -60,7 +65,10 @@ def _token(features, f: int, context: str, text: str, last: bool = False) -> int
 def test_read_squad(tmp_path):
     examples = read_squad(_write(tmp_path / "dev.json", _dataset()))
     assert [(e.qid, e.is_impossible, len(e.answers)) for e in examples] == [
-        ("house", False, 1), ("river", False, 1), ("mat", False, 2), ("paris", True, 0)
+        ("house", False, 1),
+        ("river", False, 1),
+        ("mat", False, 2),
+        ("paris", True, 0),
     ]
     assert examples[2].context == SHORT and examples[2].question == "what did the cat sat on ?"
     assert examples[1].answers[0] == _answer(LONG, "the river", 2) and examples[1].answers[0]["answer_start"] > 100
@@ -70,8 +78,11 @@ def test_read_squad_errors(tmp_path):
     data = _dataset()
     data["data"][0]["paragraphs"][1]["qas"][0]["answers"][1]["answer_start"] += 1
     path = _write(tmp_path / "shifted.json", data)
-    with pytest.raises(InputError, match=re.escape(f"{path}: question 'mat' (data[0].paragraphs[1].qas[0])") +
-                       ".*'mat' does not match the context at answer_start"):
+    with pytest.raises(
+        InputError,
+        match=re.escape(f"{path}: question 'mat' (data[0].paragraphs[1].qas[0])")
+        + ".*'mat' does not match the context at answer_start",
+    ):
         read_squad(path)
     (tmp_path / "bad.json").write_text('{"data": [')
     with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'bad.json'}: invalid JSON")):
@@ -97,8 +108,9 @@ def test_doc_stride_windows_label_every_window_holding_the_answer(tmp_path, tok)
     examples = read_squad(_write(tmp_path / "train.json", _dataset()))[:2]
     stride = 14
     features = prepare_features(tok, examples, max_length=32, doc_stride=stride, max_query_length=8, train=True)
-    offsets = prepare_features(tok, examples, max_length=32, doc_stride=stride, max_query_length=8,
-                               train=False).offset_mapping
+    offsets = prepare_features(
+        tok, examples, max_length=32, doc_stride=stride, max_query_length=8, train=False
+    ).offset_mapping
     t = features.tensors
     assert t["input_ids"].shape == (len(features.example_ids), 32)
     for example in examples:
@@ -151,8 +163,12 @@ def test_decode_known_span(tok):
     out = postprocess([example], features, start, end, n_best=20)
     assert out.predictions == {"q": "big red house"} and out.null_odds == {}
     nbest = out.nbest["q"]
-    assert nbest[0] == {"text": "big red house", "probability": pytest.approx(nbest[0]["probability"]),
-                        "start_logit": 3.0, "end_logit": 3.0}
+    assert nbest[0] == {
+        "text": "big red house",
+        "probability": pytest.approx(nbest[0]["probability"]),
+        "start_logit": 3.0,
+        "end_logit": 3.0,
+    }
     assert len(nbest) == 20 and sum(e["probability"] for e in nbest) == pytest.approx(1.0)
     assert [e["probability"] for e in nbest] == sorted((e["probability"] for e in nbest), reverse=True)
 

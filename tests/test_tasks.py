@@ -74,7 +74,9 @@ def test_every_glue_task_reads_every_split(glue_root, task):
 def test_glue_label_values_and_quotes(glue_root):
     assert [e.label for e in read_glue("cola", glue_root, "dev")] == ["1", "0", "1", "0"]
     assert [e.label for e in read_glue("mnli", glue_root, "dev_mismatched")][:3] == [
-        "neutral", "entailment", "contradiction"
+        "neutral",
+        "entailment",
+        "contradiction",
     ]
     mrpc = read_glue("mrpc", glue_root, "train")
     assert mrpc[1].text_a == 'he said " hello " to the dog .' and mrpc[1].label == "0"  # quotes kept literally
@@ -157,16 +159,20 @@ def test_custom_tsv_csv_jsonl(tmp_path):
     examples, labels = read_custom(tmp_path / "train.tsv")
     assert labels == ["neg", "pos"]
     assert [(e.text_a, e.label, e.guid) for e in examples] == [
-        ('"quoted" cat', "pos", "2"), ("the dog", "neg", "3"), ("bad movie", "neg", "5")
+        ('"quoted" cat', "pos", "2"),
+        ("the dog", "neg", "3"),
+        ("bad movie", "neg", "5"),
     ]
     (tmp_path / "dev.csv").write_text('a,b,y\n"the cat, it sat","so\nlong",10\nhe,she,2\n')
     examples, labels = read_custom(tmp_path / "dev.csv", text_column="a", text_pair_column="b", label_column="y")
     assert labels == ["2", "10"]  # integer labels sort numerically
     assert (examples[0].text_a, examples[0].text_b, examples[1].guid) == ("the cat, it sat", "so\nlong", "4")
-    (tmp_path / "reg.jsonl").write_text('{"s": "a cat", "t": "a dog", "score": 0.5}\n\n{"s": "x", "t": "y", '
-                                        '"score": "3"}\n')
-    examples, labels = read_custom(tmp_path / "reg.jsonl", text_column="s", text_pair_column="t",
-                                   label_column="score", regression=True)
+    (tmp_path / "reg.jsonl").write_text(
+        '{"s": "a cat", "t": "a dog", "score": 0.5}\n\n{"s": "x", "t": "y", "score": "3"}\n'
+    )
+    examples, labels = read_custom(
+        tmp_path / "reg.jsonl", text_column="s", text_pair_column="t", label_column="score", regression=True
+    )
     assert labels is None and [e.label for e in examples] == [0.5, 3.0] and examples[1].guid == "3"
     (tmp_path / "test.jsonl").write_text('{"text": "a cat", "label": 1}\n{"text": "a dog"}\n')
     examples, labels = read_custom(tmp_path / "test.jsonl", label_column=None, labels=["0", "1"])
@@ -201,17 +207,36 @@ def test_encode_examples_pairs_labels_and_truncation(tok):
     features = encode_examples(tok, examples, {"0": 0, "1": 1}, max_length=8)
     t = features.tensors
     assert tok.convert_ids_to_tokens(t["input_ids"][0].tolist()) == [
-        "[CLS]", "the", "cat", "sat", "[SEP]", "a", "dog", "[SEP]"
+        "[CLS]",
+        "the",
+        "cat",
+        "sat",
+        "[SEP]",
+        "a",
+        "dog",
+        "[SEP]",
     ]
     # 2 + 7 tokens + 3 specials = 12 > 8: longest first cuts the second text to 3
     assert tok.convert_ids_to_tokens(t["input_ids"][1].tolist()) == [
-        "[CLS]", "play", "##ing", "[SEP]", "the", "big", "red", "[SEP]"
+        "[CLS]",
+        "play",
+        "##ing",
+        "[SEP]",
+        "the",
+        "big",
+        "red",
+        "[SEP]",
     ]
     assert t["token_type_ids"][0].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
     assert t["labels"].tolist() == [1, 0] and t["labels"].dtype == torch.long
     assert features.num_truncated == 1
-    reg = encode_examples(tok, [Example("a cat", None, 2.5, "0"), Example("the dog sat on the mat", None, 1.0, "1")],
-                          None, max_length=16, regression=True)
+    reg = encode_examples(
+        tok,
+        [Example("a cat", None, 2.5, "0"), Example("the dog sat on the mat", None, 1.0, "1")],
+        None,
+        max_length=16,
+        regression=True,
+    )
     assert reg.tensors["labels"].dtype == torch.float and reg.num_truncated == 0
     assert reg.tensors["attention_mask"].tolist()[0] == [1, 1, 1, 1, 0, 0, 0, 0]
     unlabelled = encode_examples(tok, [Example("a cat", None, None, "0")], None, max_length=16)
@@ -226,7 +251,10 @@ def test_double_unordered():
     examples = [Example("a", "b", "1", "0"), Example("c", "d", "0", "1")]
     doubled = double_unordered(examples)
     assert [(e.text_a, e.text_b, e.label, e.guid) for e in doubled] == [
-        ("a", "b", "1", "0"), ("c", "d", "0", "1"), ("b", "a", "1", "0-swapped"), ("d", "c", "0", "1-swapped")
+        ("a", "b", "1", "0"),
+        ("c", "d", "0", "1"),
+        ("b", "a", "1", "0-swapped"),
+        ("d", "c", "0", "1-swapped"),
     ]
     with pytest.raises(InputError, match="needs sentence pairs"):
         double_unordered([Example("a", None, "1", "0")])
@@ -254,7 +282,8 @@ def test_read_conll(tmp_path):
     (tmp_path / "train.txt").write_text(CONLL)
     sentences = read_conll(tmp_path / "train.txt")
     assert [s.tokens for s in sentences] == [
-        ["Jon", "went", "to", "New", "York", "."], ["unbelievable", "playing", "cats", "\u200b"]
+        ["Jon", "went", "to", "New", "York", "."],
+        ["unbelievable", "playing", "cats", "\u200b"],
     ]
     assert sentences[0].tags == ["B-PER", "O", "O", "B-LOC", "I-LOC", "O"]
     assert sentences[1].source == f"{tmp_path / 'train.txt'}:11"
@@ -274,7 +303,16 @@ def test_first_subword_labels_by_hand_and_round_trip(tmp_path, tok):
     # "unbelievable" = un ##believ ##able, "playing" = play ##ing, "cats" = cat ##s; the zero-width space
     # is deleted by the normaliser and stands as [UNK]
     assert tok.convert_ids_to_tokens(ids) == [
-        "[CLS]", "un", "##believ", "##able", "play", "##ing", "cat", "##s", "[UNK]", "[SEP]"
+        "[CLS]",
+        "un",
+        "##believ",
+        "##able",
+        "play",
+        "##ing",
+        "cat",
+        "##s",
+        "[UNK]",
+        "[SEP]",
     ]
     o, b_misc, i_misc, b_per = (label2id[t] for t in ("O", "B-MISC", "I-MISC", "B-PER"))
     x = IGNORE_INDEX
@@ -291,16 +329,23 @@ def test_first_subword_labels_by_hand_and_round_trip(tmp_path, tok):
 
 
 def test_truncated_sentences_are_counted_and_filled(tok):
-    sentences = [Sentence(["the", "cat", "sat", "on", "the", "mat"], ["O", "B-X", "O", "O", "O", "B-Y"]),
-                 Sentence(["playing"], ["B-X"])]
+    sentences = [
+        Sentence(["the", "cat", "sat", "on", "the", "mat"], ["O", "B-X", "O", "O", "O", "B-Y"]),
+        Sentence(["playing"], ["B-X"]),
+    ]
     label2id = {"O": 0, "B-X": 1, "B-Y": 2}
     features = token_classification_features(tok, sentences, label2id, max_length=5)
     assert features.num_truncated == 1
     assert tok.convert_ids_to_tokens(features.tensors["input_ids"][0].tolist()) == [
-        "[CLS]", "the", "cat", "sat", "[SEP]"
+        "[CLS]",
+        "the",
+        "cat",
+        "sat",
+        "[SEP]",
     ]
     assert align_predictions(features.tensors["labels"], features, ["O", "B-X", "B-Y"]) == [
-        ["O", "B-X", "O", "O", "O", "O"], ["B-X"]  # the last three words were cut: filled with "O"
+        ["O", "B-X", "O", "O", "O", "O"],
+        ["B-X"],  # the last three words were cut: filled with "O"
     ]
     unlabelled = token_classification_features(tok, sentences, None, max_length=5)
     assert "labels" not in unlabelled.tensors

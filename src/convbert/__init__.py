@@ -17,7 +17,17 @@ from .model import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "PRESETS", "ConfigError", "ConvBertConfig", "InputError", "ConvBertModel", "ConvBertForMaskedLM",
-    "ConvBertForPreTraining", "ConvBertForSequenceClassification", "ConvBertForTokenClassification",
-    "ConvBertForQuestionAnswering", "ConvBertForMultipleChoice", "HeadOutput", "QuestionAnsweringOutput",
+    "PRESETS",
+    "ConfigError",
+    "ConvBertConfig",
+    "InputError",
+    "ConvBertModel",
+    "ConvBertForMaskedLM",
+    "ConvBertForPreTraining",
+    "ConvBertForSequenceClassification",
+    "ConvBertForTokenClassification",
+    "ConvBertForQuestionAnswering",
+    "ConvBertForMultipleChoice",
+    "HeadOutput",
+    "QuestionAnsweringOutput",
 ]

@@ -8,9 +8,10 @@ import sys
 
 from . import __version__, demo, flops, tokenizer
 from .errors import InputError
-from .finetuning import recipe as finetune
+from .finetuning import commands as finetune
 from .pretraining import data as pretrain_data
 from .pretraining import recipe as pretrain
+from .settings import parse_command_line
 from .tools import bench, convert, export, plots
 
 COMMANDS = (demo, tokenizer, pretrain_data, pretrain, finetune, plots, bench, flops, export, convert)
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if not hasattr(args, "func"):  # a command group given without its subcommand
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])

@@ -80,9 +80,20 @@ class ConvBertConfig:
         def bad(name: str, why: str) -> None:
             raise ConfigError(f"ConvBertConfig.{name}={getattr(self, name)!r}: {why}")
 
-        for name in ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size", "head_ratio",
-                     "conv_kernel_size", "num_groups", "num_labels"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "embedding_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "head_ratio",
+            "conv_kernel_size",
+            "num_groups",
+            "num_labels",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 bad(name, "must be a positive integer")
@@ -107,12 +118,13 @@ class ConvBertConfig:
         elif self.hidden_size % (2 * heads):
             bad("hidden_size", f"must be divisible by 2 x {heads} heads (attention + convolution halves)")
         if self.hidden_size % self.num_groups or self.intermediate_size % self.num_groups:
-            bad("num_groups", f"must divide hidden_size {self.hidden_size} and "
-                              f"intermediate_size {self.intermediate_size}")
+            bad(
+                "num_groups",
+                f"must divide hidden_size {self.hidden_size} and intermediate_size {self.intermediate_size}",
+            )
         if not 0 <= self.pad_token_id < self.vocab_size:
             bad("pad_token_id", f"must be a token id below vocab_size {self.vocab_size}")
-        if self.problem_type not in (None, "regression", "single_label_classification",
-                                     "multi_label_classification"):
+        if self.problem_type not in (None, "regression", "single_label_classification", "multi_label_classification"):
             bad("problem_type", "must be regression, single_label_classification or multi_label_classification")
 
     # ---------------------------------------------------------------- presets
@@ -170,12 +182,30 @@ def _generator(base: dict[str, Any], hidden: int, heads: int, ffn: int) -> dict[
     return {**base, "hidden_size": hidden, "num_attention_heads": heads, "intermediate_size": ffn}
 
 
-_SMALL = dict(hidden_size=256, embedding_size=128, num_hidden_layers=12, num_attention_heads=4,
-              intermediate_size=1024, num_groups=1)
-_MEDIUM_SMALL = dict(hidden_size=384, embedding_size=128, num_hidden_layers=12, num_attention_heads=8,
-                     intermediate_size=1536, num_groups=2)
-_BASE = dict(hidden_size=768, embedding_size=768, num_hidden_layers=12, num_attention_heads=12,
-             intermediate_size=3072, num_groups=1)
+_SMALL = dict(
+    hidden_size=256,
+    embedding_size=128,
+    num_hidden_layers=12,
+    num_attention_heads=4,
+    intermediate_size=1024,
+    num_groups=1,
+)
+_MEDIUM_SMALL = dict(
+    hidden_size=384,
+    embedding_size=128,
+    num_hidden_layers=12,
+    num_attention_heads=8,
+    intermediate_size=1536,
+    num_groups=2,
+)
+_BASE = dict(
+    hidden_size=768,
+    embedding_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    num_groups=1,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "small": _SMALL,
@@ -186,10 +216,28 @@ PRESETS: dict[str, dict[str, Any]] = {
     "medium-small-generator": _generator(_MEDIUM_SMALL, 96, 2, 384),
     "base-generator": _generator(_BASE, 256, 4, 1024),
     # mini: the demo's size, pretrainable on a laptop CPU in minutes
-    "mini": dict(hidden_size=128, embedding_size=128, num_hidden_layers=4, num_attention_heads=4,
-                 intermediate_size=512, num_groups=1),
-    "tiny": dict(hidden_size=64, embedding_size=32, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=128, num_groups=1),
-    "tiny-generator": dict(hidden_size=32, embedding_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, num_groups=1),
+    "mini": dict(
+        hidden_size=128,
+        embedding_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=512,
+        num_groups=1,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        embedding_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_groups=1,
+    ),
+    "tiny-generator": dict(
+        hidden_size=32,
+        embedding_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_groups=1,
+    ),
 }

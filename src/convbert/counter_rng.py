@@ -30,7 +30,7 @@ def fmix32(h: Tensor) -> Tensor:
 
 def to_unit(h: Tensor) -> Tensor:
     """32-bit hashes -> float32 in [0, 1) on their top 24 bits (exactly representable)."""
-    return (h >> 8).float() * 2.0 ** -24
+    return (h >> 8).float() * 2.0**-24
 
 
 def uniform(keys: Tensor, stream: int, counter: Tensor) -> Tensor:
@@ -42,7 +42,7 @@ def uniform(keys: Tensor, stream: int, counter: Tensor) -> Tensor:
 def dropout(x: Tensor, p: float) -> Tensor:
     """Inverted dropout with a hashed mask: element i is kept when hash(seed, i) >= p (seed: one draw from
     torch's generator per call). For compiled CPU code; eager code should use F.dropout."""
-    seed = torch.randint(0, 2 ** 31, (), device=x.device)
+    seed = torch.randint(0, 2**31, (), device=x.device)
     i = torch.arange(x.numel(), device=x.device).view(x.shape)
-    keep = (fmix32(mul32(i & M32, 0x9E3779B1) ^ seed) >> 8) >= int(p * 2 ** 24)
+    keep = (fmix32(mul32(i & M32, 0x9E3779B1) ^ seed) >> 8) >= int(p * 2**24)
     return x * keep * (1.0 / (1.0 - p))

@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,12 +41,14 @@ import torch
 from .config import ConvBertConfig
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text
-from .finetuning.recipe import FinetuneConfig, finetune
+from .finetuning.config import FinetuneConfig
+from .finetuning.recipe import finetune
 from .flops import param_count, pretraining_flops
 from .model import ConvBertModel
 from .pretraining.data import prepare
 from .pretraining.objective import generator_config
 from .pretraining.recipe import PretrainConfig, pretrain
+from .settings import RUN_CONFIG, Device, PositiveInt, add_command, validate, write_run_config
 from .tokenizer import ConvBertTokenizer
 from .tools import corpora, fetch
 from .tools.convert import convert_bert
@@ -69,15 +71,44 @@ class Budget:
 
 
 BUDGETS = {
-    "tiny": Budget(corpora=(), vocab_size=1000, seq_len=32, batch_size=8, steps=6, pretrain_seeds=1,
-                   finetune_seeds=2, label_budgets=(40, None), finetune_min_steps=4, finetune_max_steps=4),
-    "default": Budget(corpora=tuple(corpora.SOURCES), vocab_size=8000, seq_len=128, batch_size=32, steps=360,
-                      pretrain_seeds=2, finetune_seeds=5, label_budgets=(250, 1000, None), finetune_min_steps=100,
-                      finetune_max_steps=150),
-    "long": Budget(corpora=tuple(corpora.SOURCES), vocab_size=8000, seq_len=128, batch_size=32, steps=3822,
-                   pretrain_seeds=2, finetune_seeds=5, label_budgets=(250, 1000, None), finetune_min_steps=600,
-                   finetune_max_steps=750),
+    "tiny": Budget(
+        corpora=(),
+        vocab_size=1000,
+        seq_len=32,
+        batch_size=8,
+        steps=6,
+        pretrain_seeds=1,
+        finetune_seeds=2,
+        label_budgets=(40, None),
+        finetune_min_steps=4,
+        finetune_max_steps=4,
+    ),
+    "default": Budget(
+        corpora=tuple(corpora.SOURCES),
+        vocab_size=8000,
+        seq_len=128,
+        batch_size=32,
+        steps=360,
+        pretrain_seeds=2,
+        finetune_seeds=5,
+        label_budgets=(250, 1000, None),
+        finetune_min_steps=100,
+        finetune_max_steps=150,
+    ),
+    "long": Budget(
+        corpora=tuple(corpora.SOURCES),
+        vocab_size=8000,
+        seq_len=128,
+        batch_size=32,
+        steps=3822,
+        pretrain_seeds=2,
+        finetune_seeds=5,
+        label_budgets=(250, 1000, None),
+        finetune_min_steps=600,
+        finetune_max_steps=750,
+    ),
 }
+BudgetName = Literal[tuple(BUDGETS)]  # the keys of BUDGETS, for the CLI
 FINETUNE = {"lr": 2e-3, "layer_decay": 1.0}  # the mini's fine-tuning settings (benchmarks/pretraining_sweep.py)
 # a pretrained BERT at the mini's lr 2e-3 ends at chance (5 of 6 runs on the majority class): finetune's defaults
 MINILM_FINETUNE = {"lr": 3e-4, "layer_decay": 0.8}
@@ -98,8 +129,10 @@ def split_sentiment(rows: list[tuple[str, float, str]], seed: int = 0) -> dict[s
     items = [{"id": i, "text": t, "label": "pos" if s > 0 else "neg"} for i, s, t in rows if abs(s) >= 0.5]
     order = np.random.default_rng(seed).permutation(len(items))
     a, b = int(0.8 * len(items)), int(0.9 * len(items))
-    return {name: [items[k] for k in order[lo:hi]] for name, lo, hi in
-            (("train", 0, a), ("dev", a, b), ("test", b, len(items)))}
+    return {
+        name: [items[k] for k in order[lo:hi]]
+        for name, lo, hi in (("train", 0, a), ("dev", a, b), ("test", b, len(items)))
+    }
 
 
 def write_data(vader: Path, data: Path) -> tuple[dict[str, Path], Path]:
@@ -115,7 +148,7 @@ def write_data(vader: Path, data: Path) -> tuple[dict[str, Path], Path]:
     for fname in fetch.VADER_FILES:
         rows = fetch.read_vader(vader / fname)
         keep = [t for i, _, t in rows if not (fname.startswith("movie") and i in held_out)]
-        docs += ["\n".join(keep[k:k + 20]) for k in range(0, len(keep), 20)]  # 20 sentences a document
+        docs += ["\n".join(keep[k : k + 20]) for k in range(0, len(keep), 20)]  # 20 sentences a document
     corpus = data / "pretrain-vader.txt"
     atomic_write_text(corpus, "\n\n".join(docs) + "\n")
     return paths, corpus
@@ -149,9 +182,16 @@ def _fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the run
-def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = None, ablation: bool = False,
-             minilm: bool = False, jobs: int | None = None, device: str | None = None,
-             minilm_seeds: int | None = None) -> str:
+def run_demo(
+    out: Path,
+    budget_name: str = "default",
+    data_dir: Path | None = None,
+    ablation: bool = False,
+    minilm: bool = False,
+    jobs: int | None = None,
+    device: str | None = None,
+    minilm_seeds: int | None = None,
+) -> str:
     t_start = time.perf_counter()
     budget = BUDGETS[budget_name]
     jobs = 1 if device == "cuda" else jobs or min(2, available_cores())
@@ -172,17 +212,30 @@ def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = No
     rows, pretrain_jobs = [], []
     for name, overrides in models.items():
         disc = base.replace(**overrides)
-        step_flops = pretraining_flops(disc, generator_config(disc, RECIPE["generator_fraction"]),
-                                       budget.batch_size, budget.seq_len, 1)
+        step_flops = pretraining_flops(
+            disc, generator_config(disc, RECIPE["generator_fraction"]), budget.batch_size, budget.seq_len, 1
+        )
         reference_flops = reference_flops or step_flops * budget.steps
         steps = max(1, round(reference_flops / step_flops))
         row = {"model": name, "params": param_count(disc), "flops": step_flops * steps, "steps": steps, "runs": []}
         for seed in range(budget.pretrain_seeds):
             run = out / "pretrain" / f"{slug(name)}-seed{seed}"
-            pretrain_jobs.append(PretrainConfig(
-                data=str(shards), out=str(run), preset="mini", model=overrides, batch_size=budget.batch_size,
-                max_steps=steps, save_every=steps, log_every=max(1, steps // 40), eval_every=max(1, steps // 10),
-                seed=seed, device=device, **RECIPE))
+            pretrain_jobs.append(
+                PretrainConfig(
+                    data=str(shards),
+                    out=str(run),
+                    preset="mini",
+                    model=overrides,
+                    batch_size=budget.batch_size,
+                    max_steps=steps,
+                    save_every=steps,
+                    log_every=max(1, steps // 40),
+                    eval_every=max(1, steps // 10),
+                    seed=seed,
+                    device=device,
+                    **RECIPE,
+                )
+            )
             row["runs"].append(run)
         rows.append(row)
     walls = iter(run_jobs(pretrain_or_reuse, pretrain_jobs, jobs))
@@ -195,16 +248,35 @@ def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = No
         if not (random_dirs[-1] / "config.json").exists():
             torch.manual_seed(seed)
             ConvBertModel(base).save_pretrained(random_dirs[-1], tokenizer=tok)
-    rows.append({"model": RANDOM, "params": param_count(base), "flops": 0.0, "steps": 0, "wall_s": [0.0],
-                 "dirs": random_dirs, "runs": []})
+    rows.append(
+        {
+            "model": RANDOM,
+            "params": param_count(base),
+            "flops": 0.0,
+            "steps": 0,
+            "wall_s": [0.0],
+            "dirs": random_dirs,
+            "runs": [],
+        }
+    )
     if minilm:
         minilm_dir = out / "minilm"
         if not (minilm_dir / "config.json").exists():
             convert_bert(fetch.minilm_dir(data_dir), minilm_dir)
         config = ConvBertConfig.from_json_file(minilm_dir / "config.json")
-        rows.append({"model": MINILM, "params": param_count(config), "flops": math.nan, "steps": math.nan,
-                     "wall_s": [math.nan], "dirs": [minilm_dir], "runs": [],
-                     "seeds": minilm_seeds or budget.finetune_seeds, "finetune": MINILM_FINETUNE})
+        rows.append(
+            {
+                "model": MINILM,
+                "params": param_count(config),
+                "flops": math.nan,
+                "steps": math.nan,
+                "wall_s": [math.nan],
+                "dirs": [minilm_dir],
+                "runs": [],
+                "seeds": minilm_seeds or budget.finetune_seeds,
+                "finetune": MINILM_FINETUNE,
+            }
+        )
 
     ft_jobs, ft_tags = [], []
     for row in rows:
@@ -213,12 +285,23 @@ def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = No
             for labels in budget.label_budgets:
                 run = out / "finetune" / slug(row["model"]) / f"{labels or 'all'}-seed{seed}"
                 ft_tags.append((row["model"], labels))
-                ft_jobs.append(FinetuneConfig(
-                    model=str(model_dir), task="custom", train=str(label_subset(splits["train"], labels, seed)),
-                    dev=str(splits["dev"]), test=str(splits["test"]), out=str(run), seed=seed,
-                    max_length=FINETUNE_MAX_LENGTH, min_steps=budget.finetune_min_steps,
-                    max_steps=budget.finetune_max_steps, device=device, overwrite=True,
-                    **{**FINETUNE, **row.get("finetune", {})}))
+                ft_jobs.append(
+                    FinetuneConfig(
+                        model=str(model_dir),
+                        task="custom",
+                        train=str(label_subset(splits["train"], labels, seed)),
+                        dev=str(splits["dev"]),
+                        test=str(splits["test"]),
+                        out=str(run),
+                        seed=seed,
+                        max_length=FINETUNE_MAX_LENGTH,
+                        min_steps=budget.finetune_min_steps,
+                        max_steps=budget.finetune_max_steps,
+                        device=device,
+                        overwrite=True,
+                        **{**FINETUNE, **row.get("finetune", {})},
+                    )
+                )
     results: dict[tuple[str, int | None], list[dict]] = {}
     for tag, (metrics, _) in zip(ft_tags, run_jobs(finetune_or_reuse, ft_jobs, jobs), strict=True):
         results.setdefault(tag, []).append(metrics)
@@ -233,8 +316,8 @@ def run_demo(out: Path, budget_name: str = "default", data_dir: Path | None = No
 def pretrain_or_reuse(cfg: PretrainConfig) -> Path:
     """A finished run (its final checkpoint and exports exist) with the same settings is reused."""
     run = Path(cfg.out)
-    if (run / "pretrain_config.json").exists():
-        require_same_settings(run / "pretrain_config.json", dataclasses.asdict(cfg), cfg.out)
+    if (run / RUN_CONFIG).exists():
+        require_same_settings(run / RUN_CONFIG, dataclasses.asdict(cfg), cfg.out)
     if (run / "discriminator" / "model.safetensors").exists() and (run / f"step-{cfg.max_steps:08d}").exists():
         return run
     return pretrain(cfg)
@@ -246,8 +329,9 @@ def finetune_or_reuse(cfg: FinetuneConfig) -> dict[str, Any]:
     if not done.exists():
         return finetune(cfg)
     metrics = json.loads(done.read_text())
-    require_same_settings(done, {**dataclasses.asdict(cfg), "overwrite": metrics["config"].get("overwrite")}, cfg.out,
-                   metrics["config"])
+    require_same_settings(
+        done, {**dataclasses.asdict(cfg), "overwrite": metrics["config"].get("overwrite")}, cfg.out, metrics["config"]
+    )
     return metrics
 
 
@@ -255,11 +339,13 @@ def require_same_settings(path: Path, wanted: dict[str, Any], out: str, saved: d
     """A run directory left by an earlier demo must hold the run asked for, or the demo would report it."""
     saved = json.loads(path.read_text()) if saved is None else saved
     ignore = {"resume", "device", "compile", "world_size"}
-    diff = [f"{k} {saved[k]!r} != {v!r}" for k, v in wanted.items()
-            if k in saved and k not in ignore and v is not None and saved[k] != v]
+    diff = [
+        f"{k} {saved[k]!r} != {v!r}"
+        for k, v in wanted.items()
+        if k in saved and k not in ignore and v is not None and saved[k] != v
+    ]
     if diff:
-        raise InputError(f"{out} holds a run with other settings ({'; '.join(diff)}): remove it or pass another "
-                         "--out")
+        raise InputError(f"{out} holds a run with other settings ({'; '.join(diff)}): remove it or pass another --out")
 
 
 def run_jobs(fn: Callable[[Any], Any], configs: list[Any], jobs: int) -> list[tuple[Any, float]]:
@@ -321,47 +407,68 @@ def summarize_runs(rows: list[dict], results: dict, budget: Budget) -> dict[str,
                 "test_accuracy": [r["test"]["test"]["accuracy"] for r in runs],
                 "test_macro_f1": [r["test"]["test"]["macro_f1"] for r in runs],
                 "dev_accuracy": [r["best"]["metrics"]["dev"]["accuracy"] for r in runs],
-                "at_chance": sum(map(at_chance, runs)), "seeds": [r["seed"] for r in runs]}
+                "at_chance": sum(map(at_chance, runs)),
+                "seeds": [r["seed"] for r in runs],
+            }
         out.append(entry)
     return {"date": date.today().isoformat(), "torch": torch.__version__, "rows": out}
 
 
-def results_table(rows: list[dict], results: dict, budget_name: str, budget: Budget, jobs: int,
-                  wall_s: float) -> str:
+def results_table(rows: list[dict], results: dict, budget_name: str, budget: Budget, jobs: int, wall_s: float) -> str:
     threads = "in process" if jobs == 1 else f"{jobs} jobs at a time, one thread each"
     sources = ", ".join(("VADER",) + budget.corpora)
-    head = ["model", "parameters", "pretraining FLOPs", "steps", "wall time (min)", "held-out RTD ROC-AUC",
-            "held-out RTD loss / constant"] + [f"test acc., {b or 'all'} labels" for b in budget.label_budgets]
-    lines = [f"# convbert demo ({budget_name} budget, {date.today().isoformat()}, torch {torch.__version__}, "
-             f"{available_cores()} cores, {threads}; whole run {wall_s / 60:.1f} min)", "",
-             f"Pretraining: {sources}; WordPiece vocab {budget.vocab_size}, sequences of {budget.seq_len}, batch "
-             f"{budget.batch_size}, {budget.pretrain_seeds} pretraining seeds per model (AUC: mean ± 95% interval; "
-             f"each seed in results.json). Fine-tuning: binary sentiment on the movie-review sentences with "
-             f"`convbert finetune` at lr {FINETUNE['lr']:g}, layer decay {FINETUNE['layer_decay']:g}, "
-             f"{budget.finetune_min_steps}-{budget.finetune_max_steps} steps, {budget.finetune_seeds} seeds per "
-             "model and label budget; test accuracy (%) as mean ± 95% interval.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = [
+        "model",
+        "parameters",
+        "pretraining FLOPs",
+        "steps",
+        "wall time (min)",
+        "held-out RTD ROC-AUC",
+        "held-out RTD loss / constant",
+    ] + [f"test acc., {b or 'all'} labels" for b in budget.label_budgets]
+    lines = [
+        f"# convbert demo ({budget_name} budget, {date.today().isoformat()}, torch {torch.__version__}, "
+        f"{available_cores()} cores, {threads}; whole run {wall_s / 60:.1f} min)",
+        "",
+        f"Pretraining: {sources}; WordPiece vocab {budget.vocab_size}, sequences of {budget.seq_len}, batch "
+        f"{budget.batch_size}, {budget.pretrain_seeds} pretraining seeds per model (AUC: mean ± 95% interval; "
+        f"each seed in results.json). Fine-tuning: binary sentiment on the movie-review sentences with "
+        f"`convbert finetune` at lr {FINETUNE['lr']:g}, layer decay {FINETUNE['layer_decay']:g}, "
+        f"{budget.finetune_min_steps}-{budget.finetune_max_steps} steps, {budget.finetune_seeds} seeds per "
+        "model and label budget; test accuracy (%) as mean ± 95% interval.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     stuck = total = 0
     for row in rows:
         ev = held_out(row) if row["runs"] else []
         auc = _fmt([e["disc_auc"] for e in ev], 1.0, 3) if ev else "-"
-        loss = " / ".join(f"{np.mean([e[k] for e in ev]):.3f}" for k in ("disc_loss", "constant_loss")) if ev \
-            else "-"
+        loss = " / ".join(f"{np.mean([e[k] for e in ev]):.3f}" for k in ("disc_loss", "constant_loss")) if ev else "-"
         wall = float(np.mean(row["wall_s"])) / 60
         seeds = row.get("seeds", budget.finetune_seeds)
         notes = [f"{seeds} seeds"] if seeds != budget.finetune_seeds else []
         notes += [f"{k} {v:g}" for k, v in row.get("finetune", {}).items()]
         name = f"{row['model']} ({', '.join(notes)})" if notes else row["model"]
-        cells = [name, f"{row['params'] / 1e6:.2f}M", "-" if math.isnan(row["flops"]) else
-                 f"{row['flops']:.2e}", "-" if math.isnan(row["steps"]) else str(row["steps"]),
-                 "-" if math.isnan(wall) else f"{wall:.1f}", auc, loss]
+        cells = [
+            name,
+            f"{row['params'] / 1e6:.2f}M",
+            "-" if math.isnan(row["flops"]) else f"{row['flops']:.2e}",
+            "-" if math.isnan(row["steps"]) else str(row["steps"]),
+            "-" if math.isnan(wall) else f"{wall:.1f}",
+            auc,
+            loss,
+        ]
         for labels in budget.label_budgets:
             runs = results.get((row["model"], labels), [])
             cells.append(_fmt([r["test"]["test"]["accuracy"] for r in runs]) if runs else "-")
             stuck, total = stuck + sum(map(at_chance, runs)), total + len(runs)
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"{stuck} of {total} fine-tuning runs stayed at chance (training loss within 0.01 of ln 2 at "
-                  "their first evaluation)."]
+    lines += [
+        "",
+        f"{stuck} of {total} fine-tuning runs stayed at chance (training loss within 0.01 of ln 2 at "
+        "their first evaluation).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -375,8 +482,13 @@ def plot_pretraining(rows: list[dict], path: Path) -> None:
             ev = read_log(run, "eval.csv")
             label = row["model"] if s == 0 else None
             axes[0].plot(ev["train_flops"], ev["disc_auc"], marker=".", color=color, label=label)
-            axes[1].plot(ev["train_flops"], np.subtract(ev["disc_loss"], ev["constant_loss"]), marker=".",
-                         color=color, label=label)
+            axes[1].plot(
+                ev["train_flops"],
+                np.subtract(ev["disc_loss"], ev["constant_loss"]),
+                marker=".",
+                color=color,
+                label=label,
+            )
     axes[0].axhline(0.5, ls=":", color="gray", label="chance")
     axes[0].set_ylabel("held-out replaced-token ROC-AUC")
     axes[1].axhline(0.0, ls=":", color="gray", label="constant guess of the replaced fraction")
@@ -389,8 +501,7 @@ def plot_pretraining(rows: list[dict], path: Path) -> None:
     _save(fig, plt, path)
 
 
-def plot_learning_curve(rows: list[dict], results: dict, budget: Budget, splits: dict[str, Path],
-                        path: Path) -> None:
+def plot_learning_curve(rows: list[dict], results: dict, budget: Budget, splits: dict[str, Path], path: Path) -> None:
     """Test accuracy against labelled examples, one line per model with 95% intervals."""
     plt = pyplot()
     n_all = sum(1 for _ in splits["train"].open(encoding="utf-8"))
@@ -400,8 +511,9 @@ def plot_learning_curve(rows: list[dict], results: dict, budget: Budget, splits:
         pts = [(x, interval([r["test"]["test"]["accuracy"] * 100 for r in runs])) for x, runs in pts if runs]
         if pts:
             xs, stats = zip(*pts)
-            ax.errorbar(xs, [m for m, _ in stats], yerr=[h for _, h in stats], marker="o", capsize=3,
-                        label=row["model"])
+            ax.errorbar(
+                xs, [m for m, _ in stats], yerr=[h for _, h in stats], marker="o", capsize=3, label=row["model"]
+            )
     ax.set_xscale("log")
     ax.set_xlabel("labelled training sentences")
     ax.set_ylabel("sentiment test accuracy (%), 95% interval")
@@ -418,20 +530,49 @@ def _save(fig, plt, path: Path) -> None:
     tmp.replace(path)
 
 
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"  # results go to OUT/BUDGET/
+    data_dir: str | None = None  # data cache (default ~/.cache/convbert or $CONVBERT_CACHE)
+    budget: BudgetName = "default"  # tiny: a smoke run (about a minute); default: about 19 min on 2 CPU cores; long:
+    # 10x the pretraining (2e14 FLOPs a run) and 600-750 fine-tuning steps (about 3 h)
+    ablation: bool = False  # also dconv and lconv minis (paper Table 2)
+    minilm: bool = False  # also fine-tune a real pretrained BERT (MiniLM-L6-H384; 90 MB download, ~14x a mini's
+    # cost)
+    minilm_seeds: PositiveInt | None = None  # fine-tuning seeds of the MiniLM row (default: the budget's)
+    jobs: PositiveInt | None = None  # runs at a time, one thread each (default: 2, or 1 on one core or on CUDA); 1
+    # runs everything in this process
+    device: Device | None = None  # default: cpu
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def _run(cfg: DemoConfig) -> int:
+    print(
+        run_demo(
+            Path(cfg.out),
+            cfg.budget,
+            Path(cfg.data_dir) if cfg.data_dir else None,
+            cfg.ablation,
+            cfg.minilm,
+            cfg.jobs,
+            cfg.device,
+            cfg.minilm_seeds,
+        )
+    )
+    write_run_config(Path(cfg.out) / cfg.budget, cfg)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="pretrain + fine-tune ConvBERT vs ELECTRA on real data (the main job)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--data-dir", type=Path, help=f"data cache (default ~/.cache/convbert or ${fetch.CACHE_ENV})")
-    p.add_argument("--budget", choices=list(BUDGETS), default="default",
-                   help="tiny: a smoke run (about a minute); default: about 17 min on 2 CPU cores; long: "
-                        "10x the pretraining (2e14 FLOPs a run) and 600-750 fine-tuning steps (about 3 h)")
-    p.add_argument("--ablation", action="store_true", help="also dconv and lconv minis (paper Table 2)")
-    p.add_argument("--minilm", action="store_true",
-                   help="also fine-tune a real pretrained BERT (MiniLM-L6-H384; 90 MB download, ~14x a mini's cost)")
-    p.add_argument("--minilm-seeds", type=int, help="fine-tuning seeds of the MiniLM row (default: the budget's)")
-    p.add_argument("--jobs", type=int, help="runs at a time, one thread each (default: 2, or 1 on one core "
-                   "or on CUDA); 1 runs everything in this process")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cpu")
-    p.set_defaults(func=lambda a: print(run_demo(a.out, a.budget, a.data_dir, a.ablation, a.minilm, a.jobs,
-                                                 a.device, a.minilm_seeds)) or 0)
+    add_command(
+        subparsers,
+        "demo",
+        DemoConfig,
+        _run,
+        description=__doc__,
+        help="pretrain + fine-tune ConvBERT vs ELECTRA on real data (the main job)",
+        aliases={"out": ["--output_dir"]},
+        metavars={"out": "DIR", "data_dir": "DIR"},
+    )

@@ -25,26 +25,60 @@ equals ELECTRA's BERT-Small budget (1.42e18) and would need a 128-wide generator
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .config import ConvBertConfig
+from .errors import InputError
+from .settings import PositiveInt, add_command, validate
 
 LAYER_NORM, GELU, SOFTMAX, DROPOUT = 5, 8, 5, 4  # FLOPs per element (ELECTRA's constants)
 MLM_FRACTION = 0.15625  # ELECTRA: share of the tokens that go through the generator's output softmax
 
 # The paper's Table 3 rows: (discriminator, generator or None for plain MLM, batch, seq_len, steps, FLOPs).
-_ELECTRA_SMALL = ConvBertConfig(hidden_size=256, embedding_size=128, num_hidden_layers=12, num_attention_heads=4,
-                                intermediate_size=1024, conv_type="noconv", head_ratio=1)
+_ELECTRA_SMALL = ConvBertConfig(
+    hidden_size=256,
+    embedding_size=128,
+    num_hidden_layers=12,
+    num_attention_heads=4,
+    intermediate_size=1024,
+    conv_type="noconv",
+    head_ratio=1,
+)
 PAPER_TABLE3: dict[str, tuple[ConvBertConfig, ConvBertConfig | None, int, int, int, float]] = {
-    "ConvBERT-small": (ConvBertConfig.preset("small"), ConvBertConfig.preset("small-generator"),
-                       128, 128, 1_000_000, 1.3e18),
-    "ConvBERT-medium-small": (ConvBertConfig.preset("medium-small"),
-                              ConvBertConfig.preset("medium-small-generator"), 128, 128, 1_000_000, 1.5e18),
-    "ConvBERT-base": (ConvBertConfig.preset("base"), ConvBertConfig.preset("base-generator"),
-                      256, 128, 1_000_000, 1.9e19),
-    "ELECTRA-small": (_ELECTRA_SMALL,
-                      _ELECTRA_SMALL.replace(hidden_size=64, num_attention_heads=1, intermediate_size=256),
-                      128, 128, 1_000_000, 1.4e18),
+    "ConvBERT-small": (
+        ConvBertConfig.preset("small"),
+        ConvBertConfig.preset("small-generator"),
+        128,
+        128,
+        1_000_000,
+        1.3e18,
+    ),
+    "ConvBERT-medium-small": (
+        ConvBertConfig.preset("medium-small"),
+        ConvBertConfig.preset("medium-small-generator"),
+        128,
+        128,
+        1_000_000,
+        1.5e18,
+    ),
+    "ConvBERT-base": (
+        ConvBertConfig.preset("base"),
+        ConvBertConfig.preset("base-generator"),
+        256,
+        128,
+        1_000_000,
+        1.9e19,
+    ),
+    "ELECTRA-small": (
+        _ELECTRA_SMALL,
+        _ELECTRA_SMALL.replace(hidden_size=64, num_attention_heads=1, intermediate_size=256),
+        128,
+        128,
+        1_000_000,
+        1.4e18,
+    ),
     # ELECTRA counted BERT-base at sequence length 512 for all 1M steps (BERT itself used 128 for 90 % of them).
     "BERT-base": (ConvBertConfig(conv_type="noconv", head_ratio=1), None, 256, 512, 1_000_000, 6.4e19),
 }
@@ -70,9 +104,15 @@ def param_count(config: ConvBertConfig, include_embeddings: bool = True) -> int:
     return (tables if include_embeddings else 0) + embeddings + config.num_hidden_layers * layer
 
 
-def forward_flops_per_token(config: ConvBertConfig, seq_len: int, *, head: str | None = None,
-                            matmul_only: bool = False, dense_lookup: bool = False,
-                            mlm_fraction: float = 1.0) -> dict[str, float]:
+def forward_flops_per_token(
+    config: ConvBertConfig,
+    seq_len: int,
+    *,
+    head: str | None = None,
+    matmul_only: bool = False,
+    dense_lookup: bool = False,
+    mlm_fraction: float = 1.0,
+) -> dict[str, float]:
     """Forward FLOPs per token by component (summed over layers), plus "total".
 
     head: None, "mlm" (generator head: dense d->E, GELU, LN, tied decoder E->V, softmax, loss) applied to
@@ -91,7 +131,8 @@ def forward_flops_per_token(config: ConvBertConfig, seq_len: int, *, head: str |
         "key_sepconv": 2 * k * d + 2 * d * a + other * a if conv == "sdconv" else 0,
         # sdconv: q * key, A -> Hn K dense, softmax over K; dconv: the dense on q alone
         "conv_kernel": 2 * a * hn * k + other * ((a if conv == "sdconv" else 0) + hn * k + SOFTMAX * hn * k)
-        if conv in ("sdconv", "dconv") else 0,
+        if conv in ("sdconv", "dconv")
+        else 0,
         "conv_value": 2 * d * a + other * a if conv != "noconv" else 0,
         "lightweight_conv": 2 * k * a if conv != "noconv" else 0,
         # q k^T, P v; scale, softmax and dropout on the Hn x T scores
@@ -101,13 +142,16 @@ def forward_flops_per_token(config: ConvBertConfig, seq_len: int, *, head: str |
         "layernorm": other * 2 * LAYER_NORM * d,
         "dropout_residual": other * 2 * (DROPOUT + 1) * d,
     }
-    flops = {"embeddings": (2 * e * (v + t + 2) if dense_lookup else 0)  # word, position, type
-             + other * (2 + LAYER_NORM + DROPOUT) * e,  # sum of the three, LN, dropout
-             "embedding_projection": 2 * e * d + other * d if e != d else 0}
+    flops = {
+        "embeddings": (2 * e * (v + t + 2) if dense_lookup else 0)  # word, position, type
+        + other * (2 + LAYER_NORM + DROPOUT) * e,  # sum of the three, LN, dropout
+        "embedding_projection": 2 * e * d + other * d if e != d else 0,
+    }
     flops.update({name: config.num_hidden_layers * x for name, x in layer.items()})
     if head == "mlm":
-        flops["mlm_head"] = mlm_fraction * (2 * d * e + 2 * e * v
-                                            + other * (e + (GELU + LAYER_NORM) * e + v + SOFTMAX * v + 2 * v))
+        flops["mlm_head"] = mlm_fraction * (
+            2 * d * e + 2 * e * v + other * (e + (GELU + LAYER_NORM) * e + v + SOFTMAX * v + 2 * v)
+        )
     elif head == "discriminator":
         flops["discriminator_head"] = 2 * d * d + 2 * d + other * (d + GELU * d + 1)
     elif head is not None:
@@ -123,14 +167,17 @@ def model_flops(config: ConvBertConfig, batch: int, seq_len: int, training: bool
     return 3 * forward if training else forward
 
 
-def pretraining_flops(disc_config: ConvBertConfig, gen_config: ConvBertConfig | None, batch: int,
-                      seq_len: int, steps: int) -> float:
+def pretraining_flops(
+    disc_config: ConvBertConfig, gen_config: ConvBertConfig | None, batch: int, seq_len: int, steps: int
+) -> float:
     """Pretraining FLOPs by ELECTRA's convention (see the module docstring): 2 x (discriminator forward with
     its head + generator forward with its MLM head) x batch x seq_len x steps. gen_config None: plain MLM
     (BERT), the MLM head sits on `disc_config`."""
+
     def per_token(config: ConvBertConfig, head: str) -> float:
-        return forward_flops_per_token(config, seq_len, head=head, dense_lookup=True,
-                                       mlm_fraction=MLM_FRACTION)["total"]
+        return forward_flops_per_token(config, seq_len, head=head, dense_lookup=True, mlm_fraction=MLM_FRACTION)[
+            "total"
+        ]
 
     if gen_config is None:
         forward = per_token(disc_config, "mlm")
@@ -141,45 +188,62 @@ def pretraining_flops(disc_config: ConvBertConfig, gen_config: ConvBertConfig | 
 
 def paper_comparison() -> list[tuple[str, float, float]]:
     """(model, our pretraining FLOPs, the paper's Table 3 FLOPs) for each Table 3 row."""
-    return [(name, pretraining_flops(disc, gen, batch, seq, steps), paper)
-            for name, (disc, gen, batch, seq, steps, paper) in PAPER_TABLE3.items()]
+    return [
+        (name, pretraining_flops(disc, gen, batch, seq, steps), paper)
+        for name, (disc, gen, batch, seq, steps, paper) in PAPER_TABLE3.items()
+    ]
 
 
 # ---------------------------------------------------------------- CLI
+@dataclass
+class FlopsConfig:
+    preset: str | None = None  # model size, e.g. small, medium-small, base
+    model: str | None = None  # a model dir or its config.json, instead of --preset
+    paper: bool = False  # compare with the paper's Table 3 training FLOPs
+    generator: str | None = None  # generator preset for the pretraining cost (default: none, plain MLM)
+    conv_type: Literal["sdconv", "dconv", "lconv", "noconv"] | None = None  # override conv_type
+    max_length: PositiveInt = 128  # tokens per sequence
+    batch_size: PositiveInt = 128  # sequences per step
+    steps: PositiveInt = 1_000_000  # pretraining steps
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.paper + (self.preset is not None) + (self.model is not None) != 1:
+            raise InputError("give exactly one of --preset, --model and --paper")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `flops` subcommand."""
-    p = subparsers.add_parser("flops", help="parameter and FLOP counts of a model size",
-                              description="Analytic parameter and FLOP counts (ELECTRA's counting convention).")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="model size, e.g. small, medium-small, base")
-    src.add_argument("--config", type=Path, help="config.json of a model directory (or the directory)")
-    src.add_argument("--paper", action="store_true", help="compare with the paper's Table 3 training FLOPs")
-    p.add_argument("--generator", help="generator preset for the pretraining cost (default: none, plain MLM)")
-    p.add_argument("--conv-type", choices=("sdconv", "dconv", "lconv", "noconv"), help="override conv_type")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default 128)")
-    p.add_argument("--batch-size", type=int, default=128, help="sequences per step (default 128)")
-    p.add_argument("--steps", type=int, default=1_000_000, help="pretraining steps (default 1M)")
-    p.set_defaults(func=run)
+    add_command(
+        subparsers,
+        "flops",
+        FlopsConfig,
+        run,
+        help="parameter and FLOP counts of a model size",
+        description="Analytic parameter and FLOP counts (ELECTRA's counting convention).",
+        aliases={"max_length": ["--seq-len", "--max_seq_length"]},
+        metavars={"model": "DIR"},
+    )
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.paper:
+def run(cfg: FlopsConfig) -> int:
+    if cfg.paper:
         print(f"{'model':<24}{'ours':>10}{'paper':>10}{'diff':>8}")
         for name, ours, paper in paper_comparison():
             print(f"{name:<24}{ours:>10.2e}{paper:>10.1e}{ours / paper - 1:>+8.1%}")
         print("ELECTRA-small: ELECTRA's own script also gives 1.29e18; its paper's 1.4e18 is not reproducible.")
         return 0
-    if args.preset:
-        config = ConvBertConfig.preset(args.preset)
+    if cfg.preset:
+        config = ConvBertConfig.preset(cfg.preset)
     else:
-        path = args.config / "config.json" if args.config.is_dir() else args.config
-        config = ConvBertConfig.from_json_file(path)
-    if args.conv_type:
-        config = config.replace(conv_type=args.conv_type)
-    gen = ConvBertConfig.preset(args.generator) if args.generator else None
-    if gen is not None and args.conv_type:
-        gen = gen.replace(conv_type=args.conv_type)
-    s, b = args.seq_len, args.batch_size
+        path = Path(cfg.model)
+        config = ConvBertConfig.from_json_file(path / "config.json" if path.is_dir() else path)
+    if cfg.conv_type:
+        config = config.replace(conv_type=cfg.conv_type)
+    gen = ConvBertConfig.preset(cfg.generator) if cfg.generator else None
+    if gen is not None and cfg.conv_type:
+        gen = gen.replace(conv_type=cfg.conv_type)
+    s, b = cfg.max_length, cfg.batch_size
 
     print(f"parameters          {param_count(config):>14,}")
     print(f"  non-embedding     {param_count(config, include_embeddings=False):>14,}")
@@ -188,9 +252,11 @@ def run(args: argparse.Namespace) -> int:
     for name, x in breakdown.items():
         print(f"  {name:<22}{x:>12.4g}  {x / breakdown['total']:>6.1%}")
     print(f"matmul FLOPs per training step (batch {b}, 3 x forward)  {model_flops(config, b, s, True):.3e}")
-    total = pretraining_flops(config, gen, b, s, args.steps)
-    per_step = total / args.steps
-    objective = f"ELECTRA with generator {args.generator}" if gen else "MLM"
-    print(f"pretraining FLOPs ({objective}, ELECTRA's convention) per step {per_step:.3e}, "
-          f"for {args.steps:,} steps {total:.3e}")
+    total = pretraining_flops(config, gen, b, s, cfg.steps)
+    per_step = total / cfg.steps
+    objective = f"ELECTRA with generator {cfg.generator}" if gen else "MLM"
+    print(
+        f"pretraining FLOPs ({objective}, ELECTRA's convention) per step {per_step:.3e}, "
+        f"for {cfg.steps:,} steps {total:.3e}"
+    )
     return 0

@@ -23,8 +23,14 @@ from .fileio import atomic_dir
 log = logging.getLogger(__name__)
 
 PREFIX = "convbert."
-HEAD_PREFIXES = ("generator_predictions.", "generator_lm_head.", "discriminator_predictions.", "classifier.",
-                 "qa_outputs.", "sequence_summary.")
+HEAD_PREFIXES = (
+    "generator_predictions.",
+    "generator_lm_head.",
+    "discriminator_predictions.",
+    "classifier.",
+    "qa_outputs.",
+    "sequence_summary.",
+)
 IGNORED_SUFFIXES = ("position_ids", "embeddings.token_type_ids")  # non-persistent buffers in old checkpoints
 
 
@@ -74,8 +80,9 @@ def tokenizer_vocab_size(model_dir: Path) -> int | None:
     return None
 
 
-def match_keys(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]
-               ) -> tuple[dict[str, torch.Tensor], list[str]]:
+def match_keys(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map checkpoint keys onto the model's, adding or stripping the `convbert.` prefix as needed."""
     mapped, unexpected = {}, []
     for key, value in found.items():
@@ -83,8 +90,8 @@ def match_keys(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]
             mapped[key] = value
         elif PREFIX + key in expected:
             mapped[PREFIX + key] = value
-        elif key.startswith(PREFIX) and key[len(PREFIX):] in expected:
-            mapped[key[len(PREFIX):]] = value
+        elif key.startswith(PREFIX) and key[len(PREFIX) :] in expected:
+            mapped[key[len(PREFIX) :]] = value
         elif not key.endswith(IGNORED_SUFFIXES):
             unexpected.append(key)
     return mapped, unexpected
@@ -113,8 +120,9 @@ def from_pretrained(cls, model_dir: str | Path, output_loading_info: bool = Fals
         config = config.replace(**config_overrides)
     vocab = tokenizer_vocab_size(model_dir)
     if vocab is not None and vocab > config.vocab_size:
-        raise InputError(f"{model_dir}: the tokenizer has {vocab} tokens but config.json vocab_size is "
-                         f"{config.vocab_size}")
+        raise InputError(
+            f"{model_dir}: the tokenizer has {vocab} tokens but config.json vocab_size is {config.vocab_size}"
+        )
     found = read_weights(model_dir)
     model = cls(config)
     tied = set(getattr(model, "tied", {}))
@@ -125,8 +133,11 @@ def from_pretrained(cls, model_dir: str | Path, output_loading_info: bool = Fals
     unknown = [k for k in unexpected if k not in foreign_heads]
     missing = [k for k in expected if k not in mapped]
     missing_body = [k for k in missing if not is_head_key(k)]
-    bad_shape = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                 for k, v in mapped.items() if v.shape != expected[k].shape]
+    bad_shape = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in mapped.items()
+        if v.shape != expected[k].shape
+    ]
     problems = []
     if missing_body:
         problems.append(f"missing weights: {', '.join(missing_body)}")
@@ -135,8 +146,7 @@ def from_pretrained(cls, model_dir: str | Path, output_loading_info: bool = Fals
     if unknown:
         problems.append(f"unexpected weights: {', '.join(unknown)}")
     if problems:
-        raise InputError(f"{model_dir}: cannot load into {cls.__name__} ({config.conv_type}): "
-                         + " | ".join(problems))
+        raise InputError(f"{model_dir}: cannot load into {cls.__name__} ({config.conv_type}): " + " | ".join(problems))
 
     dtype = next(iter(expected.values())).dtype
     model.load_state_dict({k: v.to(dtype) for k, v in mapped.items()}, strict=False)

@@ -67,18 +67,14 @@ def _labels(arr: np.ndarray, name: str, num_labels: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _label_pair(
-    predictions: ArrayLike, references: ArrayLike, num_labels: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _label_pair(predictions: ArrayLike, references: ArrayLike, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
     preds, refs = _pair(predictions, references)
     return _labels(preds, "predictions", num_labels), _labels(refs, "references", num_labels)
 
 
 def _confusion(preds: np.ndarray, refs: np.ndarray, num_labels: int) -> np.ndarray:
     """Confusion matrix C[true, pred] as float64."""
-    return (
-        np.bincount(refs * num_labels + preds, minlength=num_labels**2).reshape(num_labels, -1).astype(float)
-    )
+    return np.bincount(refs * num_labels + preds, minlength=num_labels**2).reshape(num_labels, -1).astype(float)
 
 
 def _mcc(preds: np.ndarray, refs: np.ndarray, num_labels: int) -> float:
@@ -101,9 +97,7 @@ def _accuracy(preds: np.ndarray, refs: np.ndarray) -> float:
     return float(np.mean(preds == refs))
 
 
-def classification_metrics(
-    predictions: ArrayLike, references: ArrayLike, num_labels: int
-) -> dict[str, float]:
+def classification_metrics(predictions: ArrayLike, references: ArrayLike, num_labels: int) -> dict[str, float]:
     """Accuracy and macro-F1 for class ids in 0..num_labels-1.
 
     Macro-F1 averages the per-class F1 over the classes that occur in the references or predictions
@@ -233,9 +227,7 @@ def _list_field(obj: Any, key: str, where: str) -> list:
 def _squad_gold(dataset: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[str], bool]]:
     """qid -> (gold answer texts, has_answer); unanswerable questions get the gold answers [""]."""
     if not isinstance(dataset, list):
-        raise InputError(
-            f"dataset must be the list of articles (the 'data' field), got {type(dataset).__name__}"
-        )
+        raise InputError(f"dataset must be the list of articles (the 'data' field), got {type(dataset).__name__}")
     gold: dict[str, tuple[list[str], bool]] = {}
     for a, article in enumerate(dataset):
         for p, paragraph in enumerate(_list_field(article, "paragraphs", f"data[{a}]")):
@@ -346,12 +338,8 @@ def squad_evaluate(
             out[f"{prefix}_f1"] = percent(f1, qids)
             out[f"{prefix}_total"] = len(qids)
     if na_probs is not None:
-        out["best_exact"], out["best_exact_thresh"] = _best_thresh(
-            exact_raw, predictions, probs, has_answer, len(gold)
-        )
-        out["best_f1"], out["best_f1_thresh"] = _best_thresh(
-            f1_raw, predictions, probs, has_answer, len(gold)
-        )
+        out["best_exact"], out["best_exact_thresh"] = _best_thresh(exact_raw, predictions, probs, has_answer, len(gold))
+        out["best_f1"], out["best_f1_thresh"] = _best_thresh(f1_raw, predictions, probs, has_answer, len(gold))
     out["missing"] = len(gold) - len(exact_raw)
     return out
 
@@ -421,8 +409,7 @@ def entity_f1(true_seqs: Sequence[Sequence[str]], pred_seqs: Sequence[Sequence[s
     hits = true_ents & pred_ents
     n_true, n_pred, n_hit = (Counter(e[0] for e in ents) for ents in (true_ents, pred_ents, hits))
     per_type = {
-        t: {**_prf(n_hit[t], n_pred[t], n_true[t]), "support": n_true[t]}
-        for t in sorted(n_true.keys() | n_pred.keys())
+        t: {**_prf(n_hit[t], n_pred[t], n_true[t]), "support": n_true[t]} for t in sorted(n_true.keys() | n_pred.keys())
     }
     return {
         **_prf(len(hits), len(pred_ents), len(true_ents)),

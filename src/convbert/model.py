@@ -15,12 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import counter_rng
+from . import counter_rng, hub
 from .config import ConvBertConfig
 from .errors import InputError
 
-ACT = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "tanh": torch.tanh,
-       "gelu_new": lambda x: F.gelu(x, approximate="tanh")}
+ACT = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "tanh": torch.tanh,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+}
 
 
 @dataclass
@@ -64,8 +69,11 @@ class Embeddings(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
         T = input_ids.shape[1]
         positions = torch.arange(T, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) \
-            + self.token_type_embeddings(token_type_ids)  # (B, T, E)
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings(token_type_ids)
+        )  # (B, T, E)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -83,12 +91,13 @@ class SeparableConv1D(nn.Module):
         if _compiling_on_cpu(x):  # K shifted slices, fused into one kernel forward and backward
             T, K = x.shape[1], w.shape[-1]
             xp = F.pad(x, (0, 0, K // 2, K // 2))  # (B, T + K - 1, d)
-            h = sum(xp[:, j:j + T] * w[:, 0, j] for j in range(K))
+            h = sum(xp[:, j : j + T] * w[:, 0, j] for j in range(K))
             return F.linear(h, self.pointwise.weight.squeeze(-1), self.bias.squeeze(-1))
         # As a 2-D conv over a (B, d, 1, T) view of x, oneDNN reads and writes the (B, T, d) layout in place:
         # no transposed copies, and much faster than the 1-D depthwise kernel on CPU.
-        h = F.conv2d(x.transpose(1, 2).unsqueeze(2), w.unsqueeze(2), padding=(0, w.shape[-1] // 2),
-                     groups=w.shape[0])  # (B, d, 1, T), channels-last
+        h = F.conv2d(
+            x.transpose(1, 2).unsqueeze(2), w.unsqueeze(2), padding=(0, w.shape[-1] // 2), groups=w.shape[0]
+        )  # (B, d, 1, T), channels-last
         return F.linear(h.squeeze(2).transpose(1, 2), self.pointwise.weight.squeeze(-1), self.bias.squeeze(-1))
 
 
@@ -97,7 +106,7 @@ def _shift_sum(v: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor]:
     vp = F.pad(v, (0, 0, 0, 0, K // 2, K // 2))  # (B, T + K - 1, Hn, hs)
     out = vp[:, 0:T] * kernel[..., 0:1]
     for j in range(1, K):
-        out.addcmul_(vp[:, j:j + T], kernel[..., j:j + 1])
+        out.addcmul_(vp[:, j : j + T], kernel[..., j : j + 1])
     return out, vp
 
 
@@ -117,11 +126,11 @@ class _LightweightConv(torch.autograd.Function):
         grad_vp = torch.zeros_like(vp)
         grad_kernel = torch.empty(*grad.shape[:-1], K, dtype=grad.dtype, device=grad.device)  # (B, T, Hn, K)
         for j in range(K):
-            grad_vp[:, j:j + T].addcmul_(grad, kernel[..., j:j + 1])
-            grad_kernel[..., j] = torch.linalg.vecdot(grad, vp[:, j:j + T])
+            grad_vp[:, j : j + T].addcmul_(grad, kernel[..., j : j + 1])
+            grad_kernel[..., j] = torch.linalg.vecdot(grad, vp[:, j : j + T])
         if kernel.dim() == 2:  # one kernel shared by all positions (lconv)
             grad_kernel = grad_kernel.sum((0, 1))
-        return grad_vp[:, K // 2:K // 2 + T], grad_kernel
+        return grad_vp[:, K // 2 : K // 2 + T], grad_kernel
 
 
 def lightweight_conv(v: Tensor, kernel: Tensor) -> Tensor:
@@ -133,7 +142,7 @@ def lightweight_conv(v: Tensor, kernel: Tensor) -> Tensor:
     if torch.compiler.is_compiling():  # a plain sum of products, which inductor fuses forward and backward
         T, K = v.shape[1], kernel.shape[-1]
         vp = F.pad(v, (0, 0, 0, 0, K // 2, K // 2))
-        return sum(vp[:, j:j + T] * kernel[..., j:j + 1] for j in range(K))
+        return sum(vp[:, j : j + T] * kernel[..., j : j + 1] for j in range(K))
     if torch.is_grad_enabled() and (v.requires_grad or kernel.requires_grad):
         return _LightweightConv.apply(v, kernel)
     return _shift_sum(v, kernel)[0]  # (B, T, Hn, hs)
@@ -167,7 +176,7 @@ class MixedAttention(nn.Module):
         qh = q.view(B, T, Hn, hs).transpose(1, 2)
         p = self.dropout_p if self.training else 0.0
         if p and _compiling_on_cpu(x):  # the math SDPA runs with dropout anyway, here with a fused hashed mask
-            scores = (qh @ k.transpose(-1, -2)) * hs ** -0.5  # (B, Hn, T, T)
+            scores = (qh @ k.transpose(-1, -2)) * hs**-0.5  # (B, Hn, T, T)
             if mask is not None:
                 scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             ctx = counter_rng.dropout(scores.softmax(-1), p) @ v
@@ -273,13 +282,11 @@ class PreTrained(nn.Module):
         """Heads that share a weight with the embeddings re-tie it here."""
 
     def save_pretrained(self, out_dir: str | Path, tokenizer=None) -> None:
-        from .hub import save_pretrained
-        save_pretrained(self, out_dir, tokenizer=tokenizer)
+        hub.save_pretrained(self, out_dir, tokenizer=tokenizer)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, output_loading_info: bool = False, **config_overrides):
-        from .hub import from_pretrained
-        return from_pretrained(cls, model_dir, output_loading_info=output_loading_info, **config_overrides)
+        return hub.from_pretrained(cls, model_dir, output_loading_info=output_loading_info, **config_overrides)
 
     @property
     def num_parameters(self) -> int:
@@ -298,12 +305,15 @@ class ConvBertModel(PreTrained):
         self.encoder.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.init_weights()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None) -> Tensor:
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
         B, T = input_ids.shape
         if T > self.config.max_position_embeddings:
-            raise InputError(f"sequence length {T} exceeds max_position_embeddings "
-                             f"{self.config.max_position_embeddings}; truncate the input")
+            raise InputError(
+                f"sequence length {T} exceeds max_position_embeddings "
+                f"{self.config.max_position_embeddings}; truncate the input"
+            )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
@@ -328,9 +338,12 @@ class ConvBertForMaskedLM(PreTrained):
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
         self.convbert = ConvBertModel(config)
-        self.generator_predictions = nn.ModuleDict({
-            "dense": nn.Linear(config.hidden_size, config.embedding_size),
-            "LayerNorm": nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)})
+        self.generator_predictions = nn.ModuleDict(
+            {
+                "dense": nn.Linear(config.hidden_size, config.embedding_size),
+                "LayerNorm": nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps),
+            }
+        )
         self.generator_lm_head = nn.Linear(config.embedding_size, config.vocab_size)
         self.init_weights()
 
@@ -342,8 +355,13 @@ class ConvBertForMaskedLM(PreTrained):
         p = self.generator_predictions
         return self.generator_lm_head(p["LayerNorm"](F.gelu(p["dense"](h))))
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> HeadOutput:
         logits = self.predict(self.convbert(input_ids, attention_mask, token_type_ids))  # (B, T, V)
         loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
         return HeadOutput(logits, loss)
@@ -355,21 +373,32 @@ class ConvBertForPreTraining(PreTrained):
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
         self.convbert = ConvBertModel(config)
-        self.discriminator_predictions = nn.ModuleDict({
-            "dense": nn.Linear(config.hidden_size, config.hidden_size),
-            "dense_prediction": nn.Linear(config.hidden_size, 1)})
+        self.discriminator_predictions = nn.ModuleDict(
+            {
+                "dense": nn.Linear(config.hidden_size, config.hidden_size),
+                "dense_prediction": nn.Linear(config.hidden_size, 1),
+            }
+        )
         self.init_weights()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> HeadOutput:
         h = self.convbert(input_ids, attention_mask, token_type_ids)
         p = self.discriminator_predictions
         logits = p["dense_prediction"](ACT[self.config.hidden_act](p["dense"](h))).squeeze(-1)  # (B, T)
         loss = None
         if labels is not None:  # BCE averaged over real (non-pad) tokens
             bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
-            loss = bce.mean() if attention_mask is None else \
-                (bce * attention_mask).sum() / attention_mask.sum().clamp(min=1)
+            loss = (
+                bce.mean()
+                if attention_mask is None
+                else (bce * attention_mask).sum() / attention_mask.sum().clamp(min=1)
+            )
         return HeadOutput(logits, loss)
 
 
@@ -377,12 +406,20 @@ def classification_loss(config: ConvBertConfig, logits: Tensor, labels: Tensor) 
     """MSE for num_labels 1 (regression), cross-entropy for integer labels, BCE for multi-label floats."""
     problem = config.problem_type
     if problem is None:
-        problem = ("regression" if config.num_labels == 1 else "single_label_classification"
-                   if not labels.is_floating_point() else "multi_label_classification")
+        problem = (
+            "regression"
+            if config.num_labels == 1
+            else "single_label_classification"
+            if not labels.is_floating_point()
+            else "multi_label_classification"
+        )
     logits = logits.float()
     if problem == "regression":
-        return F.mse_loss(logits.squeeze(-1), labels.float().view(-1)) if config.num_labels == 1 \
+        return (
+            F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+            if config.num_labels == 1
             else F.mse_loss(logits, labels.float())
+        )
     if problem == "single_label_classification":
         return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
     return F.binary_cross_entropy_with_logits(logits, labels.float())
@@ -396,8 +433,9 @@ class ConvBertForSequenceClassification(PreTrained):
         super().__init__(config)
         self.convbert = ConvBertModel(config)
         p = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
-        self.classifier = nn.ModuleDict({"dropout": Dropout(p),
-                                         "out_proj": nn.Linear(config.hidden_size, config.num_labels)})
+        self.classifier = nn.ModuleDict(
+            {"dropout": Dropout(p), "out_proj": nn.Linear(config.hidden_size, config.num_labels)}
+        )
         if config.classifier_head == "dense":
             self.classifier["dense"] = nn.Linear(config.hidden_size, config.hidden_size)
         self.init_weights()
@@ -407,8 +445,13 @@ class ConvBertForSequenceClassification(PreTrained):
         if self.config.classifier_head == "linear":
             nn.init.xavier_uniform_(self.classifier["out_proj"].weight)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> HeadOutput:
         c = self.classifier
         x = c["dropout"](self.convbert(input_ids, attention_mask, token_type_ids)[:, 0])  # (B, d)
         if "dense" in c:
@@ -426,8 +469,13 @@ class ConvBertForTokenClassification(PreTrained):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> HeadOutput:
         """labels (B, T) with -100 on positions to ignore (pads, non-first subwords)."""
         logits = self.classifier(self.dropout(self.convbert(input_ids, attention_mask, token_type_ids)))
         loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
@@ -441,17 +489,23 @@ class ConvBertForQuestionAnswering(PreTrained):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.init_weights()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, start_positions: Tensor | None = None,
-                end_positions: Tensor | None = None) -> QuestionAnsweringOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        start_positions: Tensor | None = None,
+        end_positions: Tensor | None = None,
+    ) -> QuestionAnsweringOutput:
         logits = self.qa_outputs(self.convbert(input_ids, attention_mask, token_type_ids))  # (B, T, 2)
         start, end = logits[..., 0], logits[..., 1]
         loss = None
         if start_positions is not None and end_positions is not None:
             T = logits.shape[1]  # positions outside the sequence are ignored, as in transformers
             s, e = start_positions.view(-1).clamp(0, T), end_positions.view(-1).clamp(0, T)
-            loss = (F.cross_entropy(start.float(), s, ignore_index=T)
-                    + F.cross_entropy(end.float(), e, ignore_index=T)) / 2
+            loss = (
+                F.cross_entropy(start.float(), s, ignore_index=T) + F.cross_entropy(end.float(), e, ignore_index=T)
+            ) / 2
         return QuestionAnsweringOutput(logits, start, end, loss)
 
 
@@ -464,8 +518,13 @@ class ConvBertForMultipleChoice(PreTrained):
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.init_weights()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> HeadOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> HeadOutput:
         """input_ids (B, C, T); labels (B,) the index of the right choice."""
         B, C, T = input_ids.shape
         flat = [None if t is None else t.reshape(B * C, T) for t in (attention_mask, token_type_ids)]
@@ -474,7 +533,29 @@ class ConvBertForMultipleChoice(PreTrained):
         return HeadOutput(logits, None if labels is None else F.cross_entropy(logits.float(), labels))
 
 
-HEADS: dict[str, type[PreTrained]] = {cls.__name__: cls for cls in (
-    ConvBertModel, ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertForSequenceClassification,
-    ConvBertForTokenClassification, ConvBertForQuestionAnswering, ConvBertForMultipleChoice)}
+HEADS: dict[str, type[PreTrained]] = {
+    cls.__name__: cls
+    for cls in (
+        ConvBertModel,
+        ConvBertForMaskedLM,
+        ConvBertForPreTraining,
+        ConvBertForSequenceClassification,
+        ConvBertForTokenClassification,
+        ConvBertForQuestionAnswering,
+        ConvBertForMultipleChoice,
+    )
+}
 
+
+def load_model_dir(model_dir: str | Path) -> PreTrained:
+    """The head class named by config.json `architectures` (default ConvBertModel), loaded from the dir."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise InputError(f"{model_dir}: not a model directory (no config.json)")
+    config = ConvBertConfig.from_json_file(model_dir / "config.json")
+    arch = (config.architectures or ["ConvBertModel"])[0]
+    if arch not in HEADS:
+        raise InputError(
+            f"{model_dir / 'config.json'}: unknown architecture {arch!r}; expected one of {', '.join(HEADS)}"
+        )
+    return HEADS[arch].from_pretrained(model_dir)

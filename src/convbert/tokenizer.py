@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tokenizers.trainers import WordPieceTrainer
 
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text, read_json_object
+from .settings import PositiveInt, add_command, validate, write_run_config
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -246,24 +248,13 @@ class ConvBertTokenizer:
         offsets into that row's own text; (0, 0) for special and pad tokens) and sequence_ids (lists
         of 0/1/None, never a tensor) when `return_offsets`. return_tensors="pt" gives torch.long tensors.
         """
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if text_pairs is None:
-            inputs: list[Any] = texts
-        else:
-            text_pairs = [text_pairs] if isinstance(text_pairs, str) else list(text_pairs)
-            if len(text_pairs) != len(texts):
-                raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
-            inputs = list(zip(texts, text_pairs))
-        if truncation is True:
-            truncation = "longest_first"
-        if truncation and truncation not in TRUNCATION_STRATEGIES:
-            raise ValueError(f"truncation must be a bool or one of {TRUNCATION_STRATEGIES}, got {truncation!r}")
+        inputs = _batch_inputs(texts, text_pairs)
+        strategy = _truncation_strategy(truncation)
         if padding not in (True, False, "longest", "max_length"):
             raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
         max_length = self.model_max_length if max_length is None else max_length
-        strategy = truncation or None
         if return_overflowing_tokens and text_pairs is not None and strategy == "longest_first":
             raise ValueError("overflowing tokens of pairs need truncation='only_first' or 'only_second'")
         encodings = self._encode_batch(
@@ -279,27 +270,8 @@ class ConvBertTokenizer:
             for row in [enc, *enc.overflowing] if return_overflowing_tokens else [enc]:
                 rows.append(row)
                 sample_mapping.append(i)
-        lengths = [len(row.ids) for row in rows]
-        if padding == "max_length":
-            width = max([max_length, *lengths])
-        elif padding:
-            width = max(lengths, default=0)
-        elif return_tensors is not None and len(set(lengths)) > 1:
-            raise ValueError("rows differ in length: use padding or return_tensors=None")
-        else:
-            width = 0
-
-        def pad(values: list[Any], fill: Any) -> list[Any]:
-            return values + [fill] * (width - len(values))
-
-        out: dict[str, Any] = {
-            "input_ids": [pad(r.ids, self.pad_token_id) for r in rows],
-            "token_type_ids": [pad(r.type_ids, 0) for r in rows],
-            "attention_mask": [pad(r.attention_mask, 0) for r in rows],
-        }
-        if return_offsets:
-            out["offset_mapping"] = [pad(r.offsets, (0, 0)) for r in rows]
-            out["sequence_ids"] = [pad(r.sequence_ids, None) for r in rows]
+        width = _pad_width([len(row.ids) for row in rows], padding, max_length, return_tensors is not None)
+        out = _padded_columns(rows, width, self.pad_token_id, return_offsets)
         if return_overflowing_tokens:
             out["overflow_to_sample_mapping"] = sample_mapping
         if return_tensors == "pt":
@@ -344,6 +316,56 @@ class ConvBertTokenizer:
                     f"input {i}: stride {stride} must be smaller than the {room} tokens left "
                     f"for its truncated sequence at max_length {max_length}"
                 )
+
+
+# -------------------------------------------------------------------- batch encoding helpers
+def _batch_inputs(texts: str | Sequence[str], text_pairs: str | Sequence[str] | None) -> list[Any]:
+    """The texts, or (text, pair) tuples, as a list (a single str is a batch of one)."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if text_pairs is None:
+        return texts
+    text_pairs = [text_pairs] if isinstance(text_pairs, str) else list(text_pairs)
+    if len(text_pairs) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
+    return list(zip(texts, text_pairs))
+
+
+def _truncation_strategy(truncation: bool | str) -> str | None:
+    """The tokenizers truncation strategy that `truncation` asks for; None for no truncation."""
+    if truncation is True:
+        truncation = "longest_first"
+    if truncation and truncation not in TRUNCATION_STRATEGIES:
+        raise ValueError(f"truncation must be a bool or one of {TRUNCATION_STRATEGIES}, got {truncation!r}")
+    return truncation or None
+
+
+def _pad_width(lengths: list[int], padding: bool | str, max_length: int, tensors: bool) -> int:
+    """The length every row is padded to (0: none); rows of different lengths cannot make `tensors`."""
+    if padding == "max_length":
+        return max([max_length, *lengths])
+    if padding:
+        return max(lengths, default=0)
+    if tensors and len(set(lengths)) > 1:
+        raise ValueError("rows differ in length: use padding or return_tensors=None")
+    return 0
+
+
+def _padded_columns(rows: list[Encoding], width: int, pad_id: int, offsets: bool) -> dict[str, list[Any]]:
+    """input_ids, token_type_ids and attention_mask (and offset_mapping, sequence_ids when `offsets`) of the
+    rows, each padded to `width`."""
+
+    def pad(values: list[Any], fill: Any) -> list[Any]:
+        return values + [fill] * (width - len(values))
+
+    out: dict[str, Any] = {
+        "input_ids": [pad(r.ids, pad_id) for r in rows],
+        "token_type_ids": [pad(r.type_ids, 0) for r in rows],
+        "attention_mask": [pad(r.attention_mask, 0) for r in rows],
+    }
+    if offsets:
+        out["offset_mapping"] = [pad(r.offsets, (0, 0)) for r in rows]
+        out["sequence_ids"] = [pad(r.sequence_ids, None) for r in rows]
+    return out
 
 
 # -------------------------------------------------------------------- file helpers
@@ -412,35 +434,43 @@ def _check_text_file(path: Path) -> None:
 
 
 # -------------------------------------------------------------------- CLI
+@dataclass
+class TokenizerTrainConfig:
+    input: list[str]  # UTF-8 text files
+    vocab_size: PositiveInt  # WordPiece vocabulary size, special tokens included
+    out: str  # directory to write the tokenizer files to
+    lower_case: bool = True  # lowercase the text
+    strip_accents: bool | None = None  # strip accents (default: same as lower_case)
+    min_frequency: PositiveInt = 2  # a pair merges only if it occurs this often
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `tokenizer train` to the CLI."""
     parser = subparsers.add_parser("tokenizer", help="WordPiece tokenizer tools")
     sub = parser.add_subparsers(dest="tokenizer_command", required=True)
-    train = sub.add_parser("train", help="train a WordPiece vocab on text files and save it")
-    train.add_argument("--input", nargs="+", required=True, metavar="FILE", help="UTF-8 text files")
-    train.add_argument("--vocab-size", type=int, required=True, metavar="N")
-    train.add_argument("--out", required=True, metavar="DIR", help="directory to write the tokenizer files to")
-    train.add_argument(
-        "--lower-case", action=argparse.BooleanOptionalAction, default=True, help="lowercase the text (default: yes)"
+    add_command(
+        sub,
+        "train",
+        TokenizerTrainConfig,
+        _train_command,
+        help="train a WordPiece vocab on text files and save it",
+        aliases={"out": ["--output_dir"]},
+        metavars={"input": "FILE", "out": "DIR"},
     )
-    train.add_argument(
-        "--strip-accents",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="strip accents (default: same as --lower-case)",
-    )
-    train.add_argument("--min-frequency", type=int, default=2, metavar="N")
-    train.set_defaults(func=_train_command)
 
 
-def _train_command(args: argparse.Namespace) -> int:
+def _train_command(cfg: TokenizerTrainConfig) -> int:
     tokenizer = ConvBertTokenizer.train(
-        args.input,
-        vocab_size=args.vocab_size,
-        do_lower_case=args.lower_case,
-        strip_accents=args.strip_accents,
-        min_frequency=args.min_frequency,
+        cfg.input,
+        vocab_size=cfg.vocab_size,
+        do_lower_case=cfg.lower_case,
+        strip_accents=cfg.strip_accents,
+        min_frequency=cfg.min_frequency,
     )
-    out = tokenizer.save_pretrained(args.out)
+    out = tokenizer.save_pretrained(cfg.out)
+    write_run_config(out, cfg)
     print(f"wrote a {tokenizer.vocab_size}-token WordPiece tokenizer to {out}")
     return 0

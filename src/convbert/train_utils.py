@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ from torch import nn
 
 from .errors import InputError
 from .fileio import atomic_dir
+from .settings import Precision
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = typing.get_args(Precision)
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -76,8 +78,9 @@ def barrier(d: Dist) -> None:
 
 
 # ------------------------------------------------------------------------------------------ optimisation
-def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None,
-                 num_layers: int | None = None) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None, num_layers: int | None = None
+) -> list[dict[str, Any]]:
     """AdamW groups: no decay on biases and LayerNorm; optional layer-wise LR decay (ELECTRA fine-tuning).
 
     With layer_decay, encoder layer i gets lr x decay^(L - i), the embeddings lr x decay^(L + 1) and the
@@ -101,9 +104,15 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: 
     return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01, eps: float = 1e-6,
-                   betas: tuple[float, float] = (0.9, 0.999), layer_decay: float | None = None,
-                   num_layers: int | None = None) -> torch.optim.AdamW:
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.01,
+    eps: float = 1e-6,
+    betas: tuple[float, float] = (0.9, 0.999),
+    layer_decay: float | None = None,
+    num_layers: int | None = None,
+) -> torch.optim.AdamW:
     """The fused AdamW (one kernel over all parameters; 3.6x the default's speed on a CPU), which can also skip
     a step on the device (`optimizer.found_inf`)."""
     groups = param_groups(model, lr, weight_decay, layer_decay, num_layers)
@@ -112,10 +121,12 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01, eps:
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
     """Linear warmup from 0, then linear decay to 0 at total_steps."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -182,9 +193,18 @@ def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
 CKPT_RE = re.compile(r"^step-(\d{8})$")
 
 
-def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                    scaler: torch.amp.GradScaler, d: Dist, state: dict[str, Any], keep: int = 3,
-                    rng_per_rank: list[tuple[dict, dict]] | None = None) -> Path:
+def save_checkpoint(
+    out_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    d: Dist,
+    state: dict[str, Any],
+    keep: int = 3,
+    rng_per_rank: list[tuple[dict, dict]] | None = None,
+) -> Path:
     """Write OUT/step-XXXXXXXX/ atomically (model, optimizer, scheduler, scaler, RNG of every rank, state)."""
     path = out_dir / f"step-{step:08d}"
     model_state = {k: v.detach().contiguous().cpu() for k, v in _unique_state(model).items()}
@@ -196,8 +216,14 @@ def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch
         for r, (tensors, meta) in enumerate(rng_per_rank or [rng_state(d)]):
             save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / f"rng-{r}.safetensors"))
             rng_meta.append(meta)
-        info = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rng_meta, **state}
+        info = {
+            "step": step,
+            "optimizer": opt_meta,
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng_meta,
+            **state,
+        }
         (tmp / "trainer_state.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     old = sorted(p for p in out_dir.iterdir() if CKPT_RE.match(p.name))[:-keep] if keep > 0 else []
     for p in old:
@@ -216,8 +242,9 @@ def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                    scaler: torch.amp.GradScaler, d: Dist) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler, d: Dist
+) -> dict[str, Any]:
     """Restore everything save_checkpoint wrote; InputError if any part is missing or corrupt."""
     try:
         info = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
@@ -229,8 +256,9 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         raise InputError(f"{path}: corrupt or incomplete checkpoint: {e}") from None
     expected = _unique_state(model)
     if set(weights) != set(expected):
-        raise InputError(f"{path}: checkpoint weights do not match the model: "
-                         f"{sorted(set(weights) ^ set(expected))[:5]}")
+        raise InputError(
+            f"{path}: checkpoint weights do not match the model: {sorted(set(weights) ^ set(expected))[:5]}"
+        )
     missing, _ = model.load_state_dict(weights, strict=False)
     if any(k in expected for k in missing):
         raise InputError(f"{path}: missing weights {missing[:5]}")

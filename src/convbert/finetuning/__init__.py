@@ -1,1 +1,2 @@
-"""Fine-tuning: task readers, SQuAD, the training recipe, inference and prediction."""
+"""Fine-tuning: configs, task readers and splits, SQuAD, the training recipe, inference, seed aggregation, prediction
+and the CLI."""

@@ -83,8 +83,10 @@ def read_squad(path: str | Path) -> list[SquadExample]:
                         raise InputError(f"{at}: answer {k} is empty")
                     found = context[start : start + len(text)] if start >= 0 else ""
                     if found != text:
-                        raise InputError(f"{at}: answer {k} {text!r} does not match the context at "
-                                         f"answer_start {start} (found {found!r})")
+                        raise InputError(
+                            f"{at}: answer {k} {text!r} does not match the context at "
+                            f"answer_start {start} (found {found!r})"
+                        )
                     answers.append({"text": text, "answer_start": start})
                 if impossible and answers:
                     raise InputError(f"{at}: is_impossible is true but answers are given")
@@ -151,8 +153,10 @@ def prepare_features(
     if not examples:
         raise InputError("no SQuAD examples")
     if max_query_length < 1 or max_length - max_query_length - 3 <= doc_stride or doc_stride < 0:
-        raise InputError(f"max_length {max_length} must exceed max_query_length {max_query_length} + 3 + "
-                         f"doc_stride {doc_stride}, with max_query_length >= 1 and doc_stride >= 0")
+        raise InputError(
+            f"max_length {max_length} must exceed max_query_length {max_query_length} + 3 + "
+            f"doc_stride {doc_stride}, with max_query_length >= 1 and doc_stride >= 0"
+        )
     questions = _truncate_questions(tokenizer, [e.question for e in examples], max_query_length)
     keys = ("input_ids", "token_type_ids", "attention_mask")
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
@@ -215,8 +219,9 @@ def postprocess(
     starts = np.asarray(start_logits, dtype=np.float64)
     ends = np.asarray(end_logits, dtype=np.float64)
     if starts.shape != ends.shape or starts.ndim != 2 or len(starts) != len(features.example_ids):
-        raise InputError(f"expected start/end logits of shape ({len(features.example_ids)}, T), "
-                         f"got {starts.shape} and {ends.shape}")
+        raise InputError(
+            f"expected start/end logits of shape ({len(features.example_ids)}, T), got {starts.shape} and {ends.shape}"
+        )
     if len(features.offset_mapping) != len(features.example_ids):
         raise InputError("features have no offset mapping: prepare them with train=False")
     windows: dict[str, list[int]] = defaultdict(list)

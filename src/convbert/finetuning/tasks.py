@@ -298,7 +298,7 @@ def double_unordered(examples: Sequence[Example]) -> list[Example]:
 # ------------------------------------------------------------------------------------------ custom files
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for a .tsv (no quoting), .csv (standard quoting) or .jsonl file.
 
     TSV/CSV files start with a header row naming the columns; blank lines are skipped.
@@ -373,7 +373,7 @@ def read_custom(
     """
     path = Path(path)
     examples, seen = [], set()
-    for lineno, record in _records(path):
+    for lineno, record in read_records(path):
         where = f"{path}:{lineno}"
         for column in (text_column, text_pair_column, label_column):
             if column is not None and column not in record:

@@ -31,8 +31,12 @@ _MASK_STREAM, _KEEP_STREAM, _SAMPLE_STREAM = 1, 2, 3  # independent random strea
 def generator_config(disc: ConvBertConfig, fraction: float) -> ConvBertConfig:
     """ELECTRA's generator: the discriminator with hidden size x fraction, heads max(1, H x fraction), FFN 4 d."""
     hidden = int(round(disc.hidden_size * fraction))
-    return disc.replace(hidden_size=hidden, num_attention_heads=max(1, int(disc.num_attention_heads * fraction)),
-                        intermediate_size=4 * hidden, architectures=None)
+    return disc.replace(
+        hidden_size=hidden,
+        num_attention_heads=max(1, int(disc.num_attention_heads * fraction)),
+        intermediate_size=4 * hidden,
+        architectures=None,
+    )
 
 
 def max_predictions(seq_len: int, mask_prob: float) -> int:
@@ -64,8 +68,15 @@ class Masking:
     weights: Tensor  # (B, P) bool, True for the selected (real) slots
 
 
-def mask_tokens(input_ids: Tensor, special: Tensor, mask_id: int, keys: Tensor, mask_prob: float = 0.15,
-                max_pred: int | None = None, mask_fraction: float = 0.85) -> Masking:
+def mask_tokens(
+    input_ids: Tensor,
+    special: Tensor,
+    mask_id: int,
+    keys: Tensor,
+    mask_prob: float = 0.15,
+    max_pred: int | None = None,
+    mask_fraction: float = 0.85,
+) -> Masking:
     """ELECTRA's dynamic masking into `max_pred` static slots per sequence.
 
     Per sequence, n = clamp(round(mask_prob x candidates), 1, max_pred) positions are drawn uniformly
@@ -127,8 +138,16 @@ class ElectraPretrainer(nn.Module):
     In "mlm" mode the `generator` is full size (the discriminator config) and there is no discriminator.
     """
 
-    def __init__(self, disc_config: ConvBertConfig, gen_config: ConvBertConfig, special_ids: Sequence[int],
-                 mask_id: int, objective: str = "electra", disc_weight: float = 50.0, mask_prob: float = 0.15):
+    def __init__(
+        self,
+        disc_config: ConvBertConfig,
+        gen_config: ConvBertConfig,
+        special_ids: Sequence[int],
+        mask_id: int,
+        objective: str = "electra",
+        disc_weight: float = 50.0,
+        mask_prob: float = 0.15,
+    ):
         super().__init__()
         if objective not in ("electra", "mlm"):
             raise ValueError(f"objective must be electra or mlm, not {objective!r}")
@@ -151,8 +170,9 @@ class ElectraPretrainer(nn.Module):
             self.generator.convbert.embeddings = self.discriminator.convbert.embeddings
             self.generator.tie_weights()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, keys: Tensor
-                ) -> PretrainOutput:
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, keys: Tensor
+    ) -> PretrainOutput:
         """input_ids, attention_mask, token_type_ids (B, T); keys (B,) from `example_keys`."""
         m = mask_tokens(input_ids, self.special, self.mask_id, keys, self.mask_prob)
         gen = self.generator
@@ -178,11 +198,20 @@ class ElectraPretrainer(nn.Module):
         bce = F.binary_cross_entropy_with_logits(disc_logits, replaced.float(), reduction="none")
         disc_loss = (bce * real).sum() / n_real.clamp(min=1)
         pred = disc_logits > 0
-        stats = torch.stack([n_masked, gen_correct.float(), n_real.float(), ((pred == replaced) & real).sum().float(),
-                             (replaced & real).sum().float(), (pred & real).sum().float(),
-                             (pred & replaced & real).sum().float()])
-        return PretrainOutput(mlm_loss + self.disc_weight * disc_loss, mlm_loss, disc_loss, stats, disc_logits,
-                              replaced)
+        stats = torch.stack(
+            [
+                n_masked,
+                gen_correct.float(),
+                n_real.float(),
+                ((pred == replaced) & real).sum().float(),
+                (replaced & real).sum().float(),
+                (pred & real).sum().float(),
+                (pred & replaced & real).sum().float(),
+            ]
+        )
+        return PretrainOutput(
+            mlm_loss + self.disc_weight * disc_loss, mlm_loss, disc_loss, stats, disc_logits, replaced
+        )
 
 
 def summarize(stats: dict[str, float]) -> dict[str, float]:
@@ -190,6 +219,10 @@ def summarize(stats: dict[str, float]) -> dict[str, float]:
     div = lambda a, b: stats.get(a, 0.0) / stats[b] if stats.get(b) else float("nan")
     out = {"gen_acc": div("gen_correct", "masked")}
     if stats.get("tokens"):
-        out.update(disc_acc=div("disc_correct", "tokens"), disc_precision=div("true_positive", "predicted"),
-                   disc_recall=div("true_positive", "replaced"), replaced_frac=div("replaced", "tokens"))
+        out.update(
+            disc_acc=div("disc_correct", "tokens"),
+            disc_precision=div("true_positive", "predicted"),
+            disc_recall=div("true_positive", "replaced"),
+            replaced_frac=div("replaced", "tokens"),
+        )
     return out

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
-import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -31,13 +30,23 @@ from tqdm import tqdm
 
 from ..config import ConvBertConfig
 from ..errors import InputError
-from ..fileio import atomic_write_json, read_csv_rows
 from ..flops import pretraining_flops
 from ..metrics import roc_auc
+from ..settings import (
+    Device,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Precision,
+    Range,
+    add_command,
+    validate,
+    write_run_config,
+)
 from ..tokenizer import ConvBertTokenizer
 from ..train_utils import (
-    PRECISIONS,
-    all_reduce_sum,
+    Dist,
     autocast,
     barrier,
     find_checkpoints,
@@ -50,66 +59,68 @@ from ..train_utils import (
     seed_everything,
     setup_distributed,
 )
-from .data import PretrainShards, vocab_hash
-from .objective import STATS, ElectraPretrainer, example_keys, generator_config, summarize
+from .objective import STATS, ElectraPretrainer, PretrainOutput, example_keys, generator_config, summarize
+from .runlog import RunLog, Window
+from .shards import PretrainShards, vocab_hash
 
 log = logging.getLogger(__name__)
 
 RECIPE = {  # paper / official configure_pretraining.py: learning rate and generator fraction per size
-    "small": (3e-4, 1 / 4), "medium-small": (5e-4, 1 / 4), "base": (2e-4, 1 / 3), "mini": (1e-3, 1 / 4),
-    "tiny": (1e-3, 1 / 2)}
-LOG_FIELDS = ("step", "lr", "loss", "mlm_loss", "disc_loss", "gen_acc", "disc_acc", "disc_precision",
-              "disc_recall", "replaced_frac", "tokens_per_s", "train_flops", "elapsed_s", "skipped")
+    "small": (3e-4, 1 / 4),
+    "medium-small": (5e-4, 1 / 4),
+    "base": (2e-4, 1 / 3),
+    "mini": (1e-3, 1 / 4),
+    "tiny": (1e-3, 1 / 2),
+}
 
 
 @dataclass
 class PretrainConfig:
-    data: str  # directory written by `convbert data prepare`
+    data: str  # shards written by `convbert data prepare`
     out: str  # run directory: checkpoints, logs, final model dirs
     tokenizer: str | None = None  # default: the tokenizer the shards were built with
-    preset: str = "small"  # discriminator size
-    model: dict[str, Any] = field(default_factory=dict)  # ConvBertConfig overrides, e.g. {"conv_type": "noconv"}
-    objective: str = "electra"  # electra | mlm
-    generator_fraction: float | None = None  # generator hidden size / discriminator's (default per preset)
-    disc_weight: float = 50.0
-    mask_prob: float = 0.15
-    batch_size: int = 128  # global batch, over all ranks and micro-batches
-    micro_batch_size: int | None = None  # per rank and forward pass (default: batch_size / world size)
-    max_steps: int = 1000
-    lr: float | None = None  # default per preset
-    warmup_steps: int | None = None  # default: 10% of max_steps, at most 10,000
-    weight_decay: float = 0.01
-    adam_eps: float = 1e-6
-    max_grad_norm: float = 1.0
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    preset: str = "small"  # discriminator size: small | medium-small | base | mini | tiny
+    model: dict[str, Any] = field(default_factory=dict)  # ConvBertConfig overrides, e.g. model.conv_type=noconv
+    objective: Literal["electra", "mlm"] = "electra"  # replaced-token detection, or masked LM alone
+    generator_fraction: Annotated[float, Range(0, 1, lo_open=True)] | None = None  # generator hidden size /
+    # discriminator's (default per preset)
+    disc_weight: NonNegativeFloat = 50.0  # weight of the discriminator loss
+    mask_prob: Annotated[float, Range(0, 1, lo_open=True)] = 0.15  # fraction of tokens masked for the generator
+    batch_size: PositiveInt = 128  # global batch, over all ranks and micro-batches
+    micro_batch_size: PositiveInt | None = None  # per rank and forward pass (default: batch_size / world size)
+    max_steps: PositiveInt = 1000  # optimizer steps
+    lr: PositiveFloat | None = None  # peak learning rate (default per preset)
+    warmup_steps: NonNegativeInt | None = None  # default: 10% of max_steps, at most 10,000
+    weight_decay: NonNegativeFloat = 0.01  # AdamW, not on biases and LayerNorm
+    adam_eps: PositiveFloat = 1e-6  # AdamW epsilon
+    max_grad_norm: PositiveFloat = 1.0  # gradient clipping
+    precision: Precision = "fp32"  # bf16/fp16: autocast (fp16 with a loss scaler)
     compile: bool | None = None  # torch.compile the step (default: on CUDA; on a CPU it compiles for minutes)
-    save_every: int = 1000
-    keep_checkpoints: int = 3
-    log_every: int = 10
-    eval_every: int | None = None  # held-out evaluation every N steps and at the end (default: 10 a run; 0: never)
-    eval_examples: int = 1024  # held-out rows (at most a tenth of the shards), never trained on
-    seed: int = 0
+    save_every: PositiveInt = 1000  # steps between checkpoints
+    keep_checkpoints: PositiveInt = 3  # newest checkpoints kept
+    log_every: PositiveInt = 10  # steps between log.csv rows (the only host syncs)
+    eval_every: NonNegativeInt | None = None  # held-out evaluation every N steps and at the end (default: 10 a
+    # run; 0: never)
+    eval_examples: NonNegativeInt = 1024  # held-out rows (at most a tenth of the shards), never trained on
+    seed: int = 0  # masks, samples, dropout and data order follow from it
     resume: str = "auto"  # auto | none | a step-XXXXXXXX dir
-    device: str | None = None  # cpu | cuda (default: cuda when available)
-    max_bad_steps: int = 10  # consecutive NaN/inf losses before the run stops
+    device: Device | None = None  # default: cuda when available
+    max_bad_steps: PositiveInt = 10  # consecutive NaN/inf losses before the run stops
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def resolved(self) -> PretrainConfig:
+        """The per-preset defaults filled in."""
         lr, fraction = RECIPE.get(self.preset, (3e-4, 1 / 4))
         warmup = self.warmup_steps if self.warmup_steps is not None else min(10_000, self.max_steps // 10)
-        c = dataclasses.replace(self, lr=self.lr or lr, generator_fraction=self.generator_fraction or fraction,
-                                warmup_steps=warmup, eval_every=max(1, self.max_steps // 10)
-                                if self.eval_every is None else self.eval_every)
-        if c.objective not in ("electra", "mlm"):
-            raise InputError(f"objective must be electra or mlm, not {c.objective!r}")
-        if c.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {PRECISIONS}, not {c.precision!r}")
-        for name in ("batch_size", "max_steps", "save_every", "log_every"):
-            if getattr(c, name) < 1:
-                raise InputError(f"{name} must be >= 1")
-        for name in ("eval_every", "eval_examples"):
-            if getattr(c, name) < 0:
-                raise InputError(f"{name} must be >= 0")
-        return c
+        return dataclasses.replace(
+            self,
+            lr=self.lr or lr,
+            generator_fraction=self.generator_fraction or fraction,
+            warmup_steps=warmup,
+            eval_every=max(1, self.max_steps // 10) if self.eval_every is None else self.eval_every,
+        )
 
 
 class Batches:
@@ -149,33 +160,82 @@ def build_configs(cfg: PretrainConfig, vocab_size: int, seq_len: int) -> tuple[C
     overrides = {"vocab_size": vocab_size, **cfg.model}
     disc = ConvBertConfig.preset(cfg.preset, **overrides)
     if disc.max_position_embeddings < seq_len:
-        raise InputError(f"{cfg.data}: sequences of {seq_len} tokens exceed max_position_embeddings "
-                         f"{disc.max_position_embeddings}")
+        raise InputError(
+            f"{cfg.data}: sequences of {seq_len} tokens exceed max_position_embeddings {disc.max_position_embeddings}"
+        )
     return disc, generator_config(disc, cfg.generator_fraction)
+
+
+@dataclass
+class Training:
+    """What the step loop of `pretrain` reads and advances; built by `start_training`."""
+
+    cfg: PretrainConfig  # resolved
+    d: Dist
+    out: Path
+    shards: PretrainShards
+    tokenizer: ConvBertTokenizer
+    model: ElectraPretrainer
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    forward: Callable[..., PretrainOutput]  # `net`, compiled or not
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    params: list[torch.nn.Parameter]  # the trained ones
+    batches: Batches
+    eval_rows: np.ndarray  # held-out shard rows
+    micro: int  # examples per forward pass
+    accum: int  # forward passes per step on each rank
+    step_flops: float
+    start: int  # the first step to run (after a resume)
+    logger: RunLog
+    window: Window
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
     """Train, checkpoint and export; returns the run directory."""
-    cfg = cfg.resolved()
+    t = start_training(cfg.resolved())
+    cfg, d = t.cfg, t.d
+    bar = tqdm(total=cfg.max_steps, initial=t.start, disable=not d.is_main, desc=f"pretrain {t.out.name}", unit="step")
+    for step in range(t.start, cfg.max_steps):
+        train_step(t, step)
+        bar.update(1)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            log_training(t, done, bar)
+        if len(t.eval_rows) and (done % cfg.eval_every == 0 or done == cfg.max_steps):
+            log_evaluation(t, done)
+        if done % cfg.save_every == 0 or done == cfg.max_steps:
+            t.window.check()
+            if t.window.streak == 0:  # never mid NaN streak
+                checkpoint(t.out, done, t.model, t.optimizer, t.scheduler, t.scaler, d, cfg, t.logger.elapsed)
+    bar.close()
+    if d.is_main:
+        save_models(t.model, t.tokenizer, t.out)
+    barrier(d)
+    return t.out
+
+
+def start_training(cfg: PretrainConfig) -> Training:
+    """Everything before the first step (of a resolved `cfg`): the process group, the shards and their
+    tokenizer, the model, optimizer and schedule (resumed from a checkpoint), the run config and logs."""
     d = setup_distributed(cfg.device)
     out = Path(cfg.out)
-    if cfg.batch_size % d.world_size:
-        raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {d.world_size} processes")
-    per_rank = cfg.batch_size // d.world_size
-    micro = cfg.micro_batch_size or per_rank
-    if per_rank % micro:
-        raise InputError(f"micro_batch_size {micro} does not divide the per-process batch {per_rank}")
-    accum = per_rank // micro
-
+    micro, accum = micro_batching(cfg, d.world_size)
     shards = PretrainShards(cfg.data)
-    tok_dir = cfg.tokenizer or shards.manifest["tokenizer"]["path"]
-    tokenizer = ConvBertTokenizer.from_pretrained(tok_dir)
-    shards.check_tokenizer(tokenizer.vocab_size, vocab_hash(_tokens(tokenizer)))
+    tokenizer = shards_tokenizer(shards, cfg.tokenizer)
     disc_cfg, gen_cfg = build_configs(cfg, tokenizer.vocab_size, shards.max_seq_length)
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    model = ElectraPretrainer(disc_cfg, gen_cfg, sorted(tokenizer.special_token_ids), tokenizer.mask_token_id,
-                              cfg.objective, cfg.disc_weight, cfg.mask_prob).to(d.device)
+    model = ElectraPretrainer(
+        disc_cfg,
+        gen_cfg,
+        sorted(tokenizer.special_token_ids),
+        tokenizer.mask_token_id,
+        cfg.objective,
+        cfg.disc_weight,
+        cfg.mask_prob,
+    ).to(d.device)
     torch.manual_seed(cfg.seed + 1 + d.rank)  # dropout streams differ per rank
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.adam_eps)
     scheduler = linear_schedule(optimizer, cfg.warmup_steps, cfg.max_steps)
@@ -188,75 +248,136 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
     train_rows, eval_rows = held_out_split(len(shards), cfg.eval_examples if cfg.eval_every else 0)
     batches = Batches(train_rows, cfg.batch_size, cfg.seed, d.rank, d.world_size)
-    step_flops = pretraining_flops(disc_cfg, gen_cfg if cfg.objective == "electra" else None, cfg.batch_size,
-                                   shards.max_seq_length, 1)
+    step_flops = pretraining_flops(
+        disc_cfg, gen_cfg if cfg.objective == "electra" else None, cfg.batch_size, shards.max_seq_length, 1
+    )
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "pretrain_config.json", {**dataclasses.asdict(cfg), "world_size": d.world_size,
-                                                        "discriminator": disc_cfg.to_dict(),
-                                                        "generator": gen_cfg.to_dict()})
-    logger = RunLog(out, d.is_main, start)
-    bar = tqdm(total=cfg.max_steps, initial=start, disable=not d.is_main, desc=f"pretrain {out.name}", unit="step")
-    window = Window(d, cfg.max_bad_steps, out)
-    params = [p for p in model.parameters() if p.requires_grad]
-    for step in range(start, cfg.max_steps):
-        positions = batches.local(step)
-        keys = example_keys(cfg.seed, step, positions)
-        step_losses = torch.zeros(3, device=d.device)
-        for i in range(accum):
-            part = slice(i * micro, (i + 1) * micro)
-            arrays = shards[batches.rows(positions[part])]
-            ids, mask, types, k = (to_device(a, d.device) for a in (
-                arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], keys[part]))
-            sync = i == accum - 1 or d.world_size == 1
-            with net.no_sync() if not sync else contextlib.nullcontext(), autocast(cfg.precision, d.device):
-                res = forward(ids, mask, types, k)
-            scaler.scale(res.loss / accum).backward()
-            step_losses += torch.stack([res.loss.detach(), res.mlm_loss.detach(), res.disc_loss.detach()]) / accum
-            window.stats += res.stats.detach()
-            window.tokens += int(arrays["attention_mask"].sum())  # host data: no device sync
-        bad = ~torch.isfinite(step_losses).all()
-        if d.world_size > 1:  # every rank skips together (an asynchronous collective, no host sync)
-            bad = bad.float()
-            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-            bad = bad.bool()
-        bad = apply_gradients(params, optimizer, scaler, cfg.max_grad_norm, bad)
-        scheduler.step()
-        window.end_step(step, bad, step_losses)
-        bar.update(1)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
-            agg, losses, skipped = window.flush()
-            elapsed = time.perf_counter() - window.t0
-            row = {"step": done, "lr": scheduler.get_last_lr()[0], "loss": losses[0], "mlm_loss": losses[1],
-                   "disc_loss": losses[2], **summarize(agg),
-                   "tokens_per_s": agg["tokens_seen"] / max(elapsed, 1e-9), "train_flops": step_flops * done,
-                   "elapsed_s": logger.elapsed + elapsed, "skipped": skipped}
-            logger.write(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", disc_acc=f"{row.get('disc_acc', float('nan')):.3f}",
-                            tok_s=f"{row['tokens_per_s']:.0f}")
-            window.restart()
-            logger.elapsed = row["elapsed_s"]
-        if len(eval_rows) and (done % cfg.eval_every == 0 or done == cfg.max_steps):
-            t_eval = time.perf_counter()
-            if d.is_main:
-                logger.write({"step": done, "train_flops": step_flops * done, "elapsed_s": logger.elapsed,
-                              **evaluate(model, shards, eval_rows, micro, cfg.precision, d.device)}, "eval")
-            barrier(d)
-            window.t0 += time.perf_counter() - t_eval  # tokens/s counts training only
-        if done % cfg.save_every == 0 or done == cfg.max_steps:
-            window.check()
-            if window.streak == 0:  # never mid NaN streak
-                checkpoint(out, done, model, optimizer, scheduler, scaler, d, cfg, logger.elapsed)
-    bar.close()
-    if d.is_main:
-        export(model, tokenizer, out)
-    barrier(d)
-    return out
+        write_run_config(out, cfg)
+    return Training(
+        cfg=cfg,
+        d=d,
+        out=out,
+        shards=shards,
+        tokenizer=tokenizer,
+        model=model,
+        net=net,
+        forward=forward,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        params=[p for p in model.parameters() if p.requires_grad],
+        batches=batches,
+        eval_rows=eval_rows,
+        micro=micro,
+        accum=accum,
+        step_flops=step_flops,
+        start=start,
+        logger=RunLog(out, d.is_main, start),
+        window=Window(d, cfg.max_bad_steps, out),
+    )
 
 
-def apply_gradients(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, max_grad_norm: float, bad: torch.Tensor) -> torch.Tensor:
+def micro_batching(cfg: PretrainConfig, world_size: int) -> tuple[int, int]:
+    """(examples per forward pass, forward passes per step) on each of `world_size` ranks."""
+    if cfg.batch_size % world_size:
+        raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {world_size} processes")
+    per_rank = cfg.batch_size // world_size
+    micro = cfg.micro_batch_size or per_rank
+    if per_rank % micro:
+        raise InputError(f"micro_batch_size {micro} does not divide the per-process batch {per_rank}")
+    return micro, per_rank // micro
+
+
+def shards_tokenizer(shards: PretrainShards, tokenizer_dir: str | None) -> ConvBertTokenizer:
+    """The tokenizer in `tokenizer_dir`, by default the one the shards were built with; InputError when its
+    vocabulary is not the shards'."""
+    tokenizer = ConvBertTokenizer.from_pretrained(tokenizer_dir or shards.manifest["tokenizer"]["path"])
+    shards.check_tokenizer(tokenizer.vocab_size, vocab_hash(_tokens(tokenizer)))
+    return tokenizer
+
+
+def train_step(t: Training, step: int) -> None:
+    """Global batch `step`: forward and backward over this rank's micro-batches, then the update, which every
+    rank skips together when a loss or a gradient is not finite. The losses and counts go to `t.window`."""
+    cfg, d = t.cfg, t.d
+    positions = t.batches.local(step)
+    keys = example_keys(cfg.seed, step, positions)
+    step_losses = torch.zeros(3, device=d.device)
+    for i in range(t.accum):
+        part = slice(i * t.micro, (i + 1) * t.micro)
+        arrays = t.shards[t.batches.rows(positions[part])]
+        ids, mask, types, k = (
+            to_device(a, d.device)
+            for a in (arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], keys[part])
+        )
+        sync = i == t.accum - 1 or d.world_size == 1
+        with t.net.no_sync() if not sync else contextlib.nullcontext(), autocast(cfg.precision, d.device):
+            res = t.forward(ids, mask, types, k)
+        t.scaler.scale(res.loss / t.accum).backward()
+        step_losses += torch.stack([res.loss.detach(), res.mlm_loss.detach(), res.disc_loss.detach()]) / t.accum
+        t.window.stats += res.stats.detach()
+        t.window.tokens += int(arrays["attention_mask"].sum())  # host data: no device sync
+    bad = ~torch.isfinite(step_losses).all()
+    if d.world_size > 1:  # every rank skips together (an asynchronous collective, no host sync)
+        bad = bad.float()
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        bad = bad.bool()
+    bad = apply_gradients(t.params, t.optimizer, t.scaler, cfg.max_grad_norm, bad)
+    t.scheduler.step()
+    t.window.end_step(step, bad, step_losses)
+
+
+def log_training(t: Training, done: int, bar: tqdm) -> None:
+    """The log.csv row (and progress bar figures) of the steps since the last row, after `done` steps."""
+    agg, losses, skipped = t.window.flush()
+    elapsed = time.perf_counter() - t.window.t0
+    row = {
+        "step": done,
+        "lr": t.scheduler.get_last_lr()[0],
+        "loss": losses[0],
+        "mlm_loss": losses[1],
+        "disc_loss": losses[2],
+        **summarize(agg),
+        "tokens_per_s": agg["tokens_seen"] / max(elapsed, 1e-9),
+        "train_flops": t.step_flops * done,
+        "elapsed_s": t.logger.elapsed + elapsed,
+        "skipped": skipped,
+    }
+    t.logger.write(row)
+    bar.set_postfix(
+        loss=f"{row['loss']:.3f}",
+        disc_acc=f"{row.get('disc_acc', float('nan')):.3f}",
+        tok_s=f"{row['tokens_per_s']:.0f}",
+    )
+    t.window.restart()
+    t.logger.elapsed = row["elapsed_s"]
+
+
+def log_evaluation(t: Training, done: int) -> None:
+    """The eval.csv row after `done` steps (computed on rank 0); its time is left out of tokens/s."""
+    t_eval = time.perf_counter()
+    if t.d.is_main:
+        t.logger.write(
+            {
+                "step": done,
+                "train_flops": t.step_flops * done,
+                "elapsed_s": t.logger.elapsed,
+                **evaluate(t.model, t.shards, t.eval_rows, t.micro, t.cfg.precision, t.d.device),
+            },
+            "eval",
+        )
+    barrier(t.d)
+    t.window.t0 += time.perf_counter() - t_eval  # tokens/s counts training only
+
+
+def apply_gradients(
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    max_grad_norm: float,
+    bad: torch.Tensor,
+) -> torch.Tensor:
     """Clip and take the optimizer step, skipped on the device where `bad` (a 0-d bool tensor) or the gradients
     are not finite; no host sync. Returns the skip flag."""
     scaler.unscale_(optimizer)
@@ -278,62 +399,18 @@ def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
-class Window:
-    """What the steps since the last log row leave on the device (summed stats, skip flags), read at log
-    and save steps only; the host keeps the run of consecutive skipped steps."""
-
-    def __init__(self, d, max_bad_steps: int, out: Path):
-        self.d, self.max_bad, self.out = d, max_bad_steps, out
-        self.streak, self.last_losses = 0, None
-        self.restart()
-
-    def restart(self) -> None:
-        self.stats = torch.zeros(len(STATS), device=self.d.device)
-        self.tokens, self.flags, self.skipped, self.t0 = 0, [], 0, time.perf_counter()
-
-    def end_step(self, step: int, bad: torch.Tensor, losses: torch.Tensor) -> None:
-        self.flags.append((step, bad))
-        self.last_losses = losses
-
-    def check(self) -> None:
-        """Read the pending skip flags (one host sync); raise after max_bad_steps skipped in a row."""
-        if not self.flags:
-            return
-        values = torch.stack([bad for _, bad in self.flags]).tolist()
-        for (step, _), bad in zip(self.flags, values):
-            if not bad:
-                self.streak = 0
-                continue
-            self.streak += 1
-            self.skipped += 1
-            log.warning("step %d: non-finite loss or gradients, step skipped (%d in a row)", step, self.streak)
-            if self.streak >= self.max_bad:
-                raise RuntimeError(f"{self.streak} non-finite losses in a row at step {step}; stopping. The last "
-                                   f"good checkpoint in {self.out} is intact: lower the learning rate or use "
-                                   "bf16/fp32.")
-        self.flags = []
-
-    def flush(self) -> tuple[dict[str, float], list[float], int]:
-        """Summed counts over steps and ranks, the last step's losses, and the steps skipped since the last row."""
-        self.check()
-        values = torch.cat([self.stats, self.last_losses]).tolist()
-        agg = all_reduce_sum({**dict(zip(STATS, values)), "tokens_seen": self.tokens}, self.d)
-        return agg, values[len(STATS):], self.skipped
-
-
 def _tokens(tokenizer: ConvBertTokenizer) -> list[str]:
     vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
     return sorted(vocab, key=vocab.__getitem__)
 
 
 EVAL_SEED = 0x5EED  # the held-out corruptions: the same in every run on the same shards
-EVAL_FIELDS = ("step", "train_flops", "elapsed_s", "disc_loss", "constant_loss", "disc_auc", "disc_acc",
-               "replaced_frac", "mlm_loss", "gen_acc", "token_cosine", "tokens")
 COSINE_EXAMPLES = 64  # held-out sequences whose token vectors `token_cosine` compares
 
 
-def evaluate(model: ElectraPretrainer, shards: PretrainShards, rows: np.ndarray, micro: int, precision: str,
-             device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: ElectraPretrainer, shards: PretrainShards, rows: np.ndarray, micro: int, precision: str, device: torch.device
+) -> dict[str, float]:
     """Held-out metrics in eval mode (no dropout), with fixed masks (keys from EVAL_SEED and the row):
     the discriminator's BCE against the constant guess of the replaced fraction, its ROC-AUC and accuracy,
     the generator's MLM loss and accuracy on the masked slots. These move while threshold-0.5 recall is 0.
@@ -347,11 +424,17 @@ def evaluate(model: ElectraPretrainer, shards: PretrainShards, rows: np.ndarray,
     encoder = (model.discriminator if model.objective == "electra" else model.generator).convbert
     with torch.no_grad(), autocast(precision, device):
         for i in range(0, len(rows), micro):
-            part = rows[i:i + micro]
+            part = rows[i : i + micro]
             arrays = shards[part]
-            ids, mask, types, keys = (to_device(a, device) for a in (
-                arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"],
-                example_keys(EVAL_SEED, 0, part)))
+            ids, mask, types, keys = (
+                to_device(a, device)
+                for a in (
+                    arrays["input_ids"],
+                    arrays["attention_mask"],
+                    arrays["token_type_ids"],
+                    example_keys(EVAL_SEED, 0, part),
+                )
+            )
             out = model(ids, mask, types, keys)
             stats += out.stats.float().cpu()
             mlm += float(out.mlm_loss) * float(out.stats[0])  # summed over the masked slots
@@ -364,15 +447,22 @@ def evaluate(model: ElectraPretrainer, shards: PretrainShards, rows: np.ndarray,
     model.train(was_training)
     counts = dict(zip(STATS, stats.tolist()))
     rates = summarize(counts)
-    result = {"mlm_loss": mlm / max(counts["masked"], 1.0), "gen_acc": rates["gen_acc"],
-              "token_cosine": float(torch.cat(cos)[:COSINE_EXAMPLES].mean()), "tokens": counts["tokens"]}
+    result = {
+        "mlm_loss": mlm / max(counts["masked"], 1.0),
+        "gen_acc": rates["gen_acc"],
+        "token_cosine": float(torch.cat(cos)[:COSINE_EXAMPLES].mean()),
+        "tokens": counts["tokens"],
+    }
     if logits:
         x, y = torch.cat(logits), torch.cat(labels)
         p = min(max(float(y.float().mean()), 1e-7), 1 - 1e-7)
-        result.update(disc_loss=float(F.binary_cross_entropy_with_logits(x, y.float())),
-                      constant_loss=-(p * math.log(p) + (1 - p) * math.log(1 - p)),
-                      disc_auc=roc_auc(y.numpy(), x.numpy()), disc_acc=rates["disc_acc"],
-                      replaced_frac=rates["replaced_frac"])
+        result.update(
+            disc_loss=float(F.binary_cross_entropy_with_logits(x, y.float())),
+            constant_loss=-(p * math.log(p) + (1 - p) * math.log(1 - p)),
+            disc_auc=roc_auc(y.numpy(), x.numpy()),
+            disc_acc=rates["disc_acc"],
+            replaced_frac=rates["replaced_frac"],
+        )
     return result
 
 
@@ -385,61 +475,27 @@ def token_cosine(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (total - n) / (n * (n - 1)).clamp(min=1)
 
 
-class RunLog:
-    """log.csv (training) and eval.csv (held-out), appended across resumes with the rows after the resume point
-    dropped; TensorBoard if installed."""
-
-    def __init__(self, out: Path, active: bool, start: int):
-        self.active, self.elapsed = active, 0.0
-        self.files = {"train": (out / "log.csv", LOG_FIELDS), "eval": (out / "eval.csv", EVAL_FIELDS)}
-        self.tb = None
-        if not active:
-            return
-        for kind, (path, fields) in self.files.items():
-            if path.exists():  # keep the rows up to the checkpoint we resumed from
-                rows = [r for r in read_csv_rows(path) if r.get("step", "").isdigit() and int(r["step"]) <= start]
-                if kind == "train":
-                    self.elapsed = float(rows[-1]["elapsed_s"]) if rows else 0.0
-                self._rewrite(path, fields, rows)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(out / "tensorboard"))
-        except ImportError:
-            pass
-
-    @staticmethod
-    def _rewrite(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fields, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-
-    def write(self, row: dict[str, Any], kind: str = "train") -> None:
-        if not self.active:
-            return
-        path, fields = self.files[kind]
-        if not path.exists():
-            self._rewrite(path, fields, [])
-        with path.open("a", newline="") as f:
-            csv.DictWriter(f, fields, extrasaction="ignore").writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(k if kind == "train" else f"eval/{k}", v, row["step"])
-
-
-
-def checkpoint(out: Path, step: int, model, optimizer, scheduler, scaler, d, cfg: PretrainConfig,
-               elapsed: float) -> None:
+def checkpoint(
+    out: Path, step: int, model, optimizer, scheduler, scaler, d, cfg: PretrainConfig, elapsed: float
+) -> None:
     states = [rng_state(d)]
     if d.world_size > 1:  # rank 0 writes every rank's RNG state
         gathered = [None] * d.world_size
         torch.distributed.all_gather_object(gathered, states[0])
         states = gathered
     if d.is_main:
-        save_checkpoint(out, step, model, optimizer, scheduler, scaler, d,
-                        {"examples_seen": step * cfg.batch_size, "elapsed_s": elapsed,
-                         "config": dataclasses.asdict(cfg)}, keep=cfg.keep_checkpoints, rng_per_rank=states)
+        save_checkpoint(
+            out,
+            step,
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            d,
+            {"examples_seen": step * cfg.batch_size, "elapsed_s": elapsed, "config": dataclasses.asdict(cfg)},
+            keep=cfg.keep_checkpoints,
+            rng_per_rank=states,
+        )
     barrier(d)
 
 
@@ -461,7 +517,7 @@ def resume(cfg: PretrainConfig, out: Path, model, optimizer, scheduler, scaler, 
     return 0
 
 
-def export(model: ElectraPretrainer, tokenizer: ConvBertTokenizer, out: Path) -> None:
+def save_models(model: ElectraPretrainer, tokenizer: ConvBertTokenizer, out: Path) -> None:
     """Hugging Face dirs: OUT/discriminator (ConvBertForPreTraining) and OUT/generator (ConvBertForMaskedLM)."""
     if model.objective == "electra":
         model.discriminator.save_pretrained(out / "discriminator", tokenizer=tokenizer)
@@ -469,76 +525,18 @@ def export(model: ElectraPretrainer, tokenizer: ConvBertTokenizer, out: Path) ->
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def config_from_args(args: argparse.Namespace) -> PretrainConfig:
-    """--config FILE (JSON, or YAML when PyYAML is installed), then the flags given, then --set key=value."""
-    values: dict[str, Any] = {}
-    if args.config:
-        path = Path(args.config)
-        try:
-            text = path.read_text(encoding="utf-8")
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-                values = yaml.safe_load(text) or {}
-            else:
-                values = json.loads(text)
-        except (OSError, ValueError, ImportError) as e:
-            raise InputError(f"{path}: cannot read config: {e}") from None
-    names = {f.name for f in dataclasses.fields(PretrainConfig)}
-    for name in names:
-        v = getattr(args, name, None)
-        if v is not None:
-            values[name] = v
-    for item in args.set or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise InputError(f"--set {item!r}: expected key=value")
-        if key.startswith("model."):
-            values.setdefault("model", {})[key[6:]] = _parse_value(raw)
-        elif key in names:
-            values[key] = _parse_value(raw)
-        else:
-            raise InputError(f"--set {key}: unknown setting (known: {', '.join(sorted(names))}, model.*)")
-    unknown = set(values) - names
-    if unknown:
-        raise InputError(f"unknown settings: {', '.join(sorted(unknown))}")
-    for req in ("data", "out"):
-        if req not in values:
-            raise InputError(f"--{req} is required")
-    try:
-        return PretrainConfig(**values)
-    except TypeError as e:
-        raise InputError(str(e)) from None
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("pretrain", help="pretrain a ConvBERT (ELECTRA replaced-token detection or MLM)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="JSON/YAML file with any of the settings below")
-    p.add_argument("--data", help="shards from `convbert data prepare`")
-    p.add_argument("--out", help="run directory")
-    p.add_argument("--tokenizer", help="tokenizer dir (default: the one the shards were built with)")
-    p.add_argument("--preset", help="small | medium-small | base | tiny (default small)")
-    p.add_argument("--objective", choices=("electra", "mlm"))
-    p.add_argument("--generator-fraction", dest="generator_fraction", type=float)
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="global batch (default 128)")
-    p.add_argument("--micro-batch-size", dest="micro_batch_size", type=int)
-    p.add_argument("--max-steps", dest="max_steps", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup-steps", dest="warmup_steps", type=int)
-    p.add_argument("--precision", choices=PRECISIONS)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--save-every", dest="save_every", type=int)
-    p.add_argument("--log-every", dest="log_every", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", help="auto (default) | none | a checkpoint dir")
-    p.add_argument("--device", choices=("cpu", "cuda"))
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any setting, or model.FIELD=VALUE for the model config (e.g. model.conv_type=noconv)")
-    p.set_defaults(func=lambda args: (pretrain(config_from_args(args)), 0)[1])
+    add_command(
+        subparsers,
+        "pretrain",
+        PretrainConfig,
+        pretrain,
+        description=__doc__,
+        help="pretrain a ConvBERT (ELECTRA replaced-token detection or MLM)",
+        aliases={
+            "lr": ["--learning_rate"],
+            "out": ["--output_dir"],
+            "micro_batch_size": ["--per_device_train_batch_size"],
+        },
+        metavars={"data": "DIR", "out": "DIR", "tokenizer": "DIR"},
+    )

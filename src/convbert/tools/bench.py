@@ -12,49 +12,40 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import gc
-import hashlib
-import inspect
-import io
 import itertools
 import json
 import logging
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConvBertConfig
 from ..errors import InputError
-from ..fileio import atomic_write_json, atomic_write_text
 from ..flops import model_flops
 from ..model import ConvBertModel
-from ..train_utils import available_cores
+from ..settings import Device, NonNegativeInt, PositiveInt, Range, add_command, validate
+from .bench_results import continue_result, markdown_table, save
+from .timing import gemm_gflops, paired_ratio, require_transformers, run_meta, timed
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("small", "medium-small", "base")
+DEFAULT_PRESETS = ("small", "medium-small", "base")
 SEQ_LENS = (128, 512)
 BATCH_SIZES = (8, 32)
 MODES = ("fwd", "train")
 MIN_REPEATS = 5
 ROLES = ("ours", "ours-compiled", "hf-convbert", "reference")
-CSV_FIELDS = ("preset", "mode", "dtype", "seq_len", "batch", "role", "model", "params", "ms_median", "ms_min",
-              "ms_max", "ms_repeats", "tokens_per_s", "ratio_vs_hf_convbert", "ratio_vs_reference", "model_gflop",
-              "gemm_gflops", "utilisation", "mem_mb", "mem_ratio_vs_hf_convbert")
 
 
 @dataclass(frozen=True)
@@ -77,15 +68,6 @@ class Contender:
 
 
 # ---------------------------------------------------------------- models
-def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise InputError("`convbert bench` compares against transformers, which is not installed: "
-                         "pip install convbert[hf]") from None
-    return transformers
-
-
 def reference_config(config: ConvBertConfig) -> ConvBertConfig:
     """The same-size ELECTRA/BERT: every head self-attention, no grouped FFN."""
     return config.replace(conv_type="noconv", head_ratio=1, num_groups=1)
@@ -98,9 +80,21 @@ def reference_name(preset: str, config: ConvBertConfig) -> str:
 
 
 def _hf_kwargs(config: ConvBertConfig) -> dict[str, Any]:
-    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-            "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-            "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id")
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "max_position_embeddings",
+        "type_vocab_size",
+        "initializer_range",
+        "layer_norm_eps",
+        "pad_token_id",
+    )
     return {k: getattr(config, k) for k in keys}
 
 
@@ -120,11 +114,17 @@ def build_contender(role: str, preset: str, seed: int) -> Contender:
             compiled = torch.compile(model, dynamic=False)
             return Contender(role, "convbert (ours, compiled)", model, compiled, config, _n_params(model))
         return Contender(role, name, model, model, config, _n_params(model))
-    tf = _transformers()
+    tf = require_transformers()
     if role == "hf-convbert":
-        model = tf.ConvBertModel(tf.ConvBertConfig(**_hf_kwargs(config), embedding_size=config.embedding_size,
-                                                   head_ratio=config.head_ratio, num_groups=config.num_groups,
-                                                   conv_kernel_size=config.conv_kernel_size))
+        model = tf.ConvBertModel(
+            tf.ConvBertConfig(
+                **_hf_kwargs(config),
+                embedding_size=config.embedding_size,
+                head_ratio=config.head_ratio,
+                num_groups=config.num_groups,
+                conv_kernel_size=config.conv_kernel_size,
+            )
+        )
         name, flops_config = "transformers ConvBERT", config
     elif role == "reference":
         ref = reference_config(config)
@@ -142,8 +142,9 @@ def build_contender(role: str, preset: str, seed: int) -> Contender:
     return Contender(role, name, model, call, flops_config, _n_params(model))
 
 
-def make_inputs(config: ConvBertConfig, batch: int, seq_len: int, device: str, seed: int
-                ) -> tuple[Tensor, Tensor, Tensor]:
+def make_inputs(
+    config: ConvBertConfig, batch: int, seq_len: int, device: str, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Random token ids (no padding: an all-ones attention mask) and zero token types."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, config.vocab_size, (batch, seq_len), generator=g)
@@ -166,13 +167,9 @@ def check_parity(ours: Contender, hf: Contender, seed: int) -> float:
 
 
 # ---------------------------------------------------------------- timing
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def make_step(c: Contender, case: Case, inputs: tuple[Tensor, Tensor, Tensor], device: str) -> Callable[[], None]:
     """fwd: eval + inference_mode forward. train: dropout on, forward, backward of mean(h^2), AdamW step."""
+
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(device, dtype=torch.bfloat16, enabled=case.dtype == "bf16")
 
@@ -182,6 +179,7 @@ def make_step(c: Contender, case: Case, inputs: tuple[Tensor, Tensor, Tensor], d
         def step() -> None:
             with torch.inference_mode(), autocast():
                 c.call(*inputs)
+
         return step
     c.model.train()
     opt = torch.optim.AdamW(c.model.parameters(), lr=1e-4, weight_decay=0.01)
@@ -192,20 +190,13 @@ def make_step(c: Contender, case: Case, inputs: tuple[Tensor, Tensor, Tensor], d
         out.float().pow(2).mean().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
     return step
 
 
-def timed(step: Callable[[], None], device: str) -> float:
-    """Seconds of one call."""
-    _sync(device)
-    t0 = time.perf_counter()
-    step()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def time_case(case: Case, contenders: list[Contender], repeats: int, warmup: int, device: str, seed: int
-              ) -> dict[str, list[float]]:
+def time_case(
+    case: Case, contenders: list[Contender], repeats: int, warmup: int, device: str, seed: int
+) -> dict[str, list[float]]:
     """Seconds per repeat for each role, timed interleaved: every repeat runs each model once, back to back."""
     inputs = make_inputs(contenders[0].model.config, case.batch, case.seq_len, device, seed)
     steps = {c.role: make_step(c, case, inputs, device) for c in contenders}
@@ -221,31 +212,6 @@ def time_case(case: Case, contenders: list[Contender], repeats: int, warmup: int
 
 def row_case(row: dict[str, Any]) -> Case:
     return Case(**{f.name: row[f.name] for f in fields(Case)})
-
-
-def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over repeats of a[i] / b[i]."""
-    return statistics.median(x / y for x, y in zip(a, b, strict=True))
-
-
-def gemm_gflops(device: str, dtype: str, repeats: int = 20) -> dict[str, float]:
-    """Achieved GEMM GFLOP/s: a square torch.mm and a (tokens x 768) @ (768 x 3072) linear; "median" pools both."""
-    n, m = (1024, 1024) if device == "cpu" else (4096, 16384)
-    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(device, dt) for _ in range(2))
-    x, w = torch.randn(m, 768, generator=g).to(device, dt), torch.randn(3072, 768, generator=g).to(device, dt)
-    shapes = {f"mm {n}x{n}x{n}": (lambda: torch.mm(a, b), 2 * n ** 3),
-              f"linear {m}x768x3072": (lambda: F.linear(x, w), 2 * m * 768 * 3072)}
-    result, pooled = {}, []
-    for label, (fn, flops) in shapes.items():
-        for _ in range(3):
-            fn()
-        rates = [flops / timed(fn, device) / 1e9 for _ in range(repeats)]
-        result[label] = statistics.median(rates)
-        pooled += rates
-    result["median"] = statistics.median(pooled)
-    return result
 
 
 # ---------------------------------------------------------------- memory
@@ -284,14 +250,15 @@ def memory_probe(role: str, case: Case, device: str, threads: int, seed: int) ->
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = _proc_status_bytes("VmHWM")
-    return max(0, peak - before) / 2 ** 20
+    return max(0, peak - before) / 2**20
 
 
 def measure_memory(role: str, case: Case, device: str, threads: int, seed: int) -> float | None:
     """`memory_probe` in a fresh `python -m convbert.tools.bench --_memory-probe` subprocess; None if it failed."""
     spec = json.dumps({"role": role, "case": asdict(case), "device": device, "threads": threads, "seed": seed})
-    proc = subprocess.run([sys.executable, "-m", "convbert.tools.bench", "--_memory-probe", spec],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "convbert.tools.bench", "--_memory-probe", spec], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         log.warning("memory probe %s %s failed (exit %d): %s", role, case, proc.returncode, proc.stderr[-2000:])
         return None
@@ -332,30 +299,24 @@ def memory_shortfall(case: Case, rows: list[dict[str, Any]], device: str) -> str
     """Why `case` would not fit: a peak measured at a smaller batch of the same configuration, scaled linearly
     (an overestimate: weights' gradients and AdamW state do not grow), above the memory available now.
     None when it fits or when no smaller batch was measured."""
-    known = [(r["batch"], r["mem_mb"]) for r in rows if r["mem_mb"] and r["batch"] < case.batch
-             and row_case(r) == replace(case, batch=r["batch"])]
+    known = [
+        (r["batch"], r["mem_mb"])
+        for r in rows
+        if r["mem_mb"] and r["batch"] < case.batch and row_case(r) == replace(case, batch=r["batch"])
+    ]
     if not known:
         return None
-    need = max(mem * 2 ** 20 * case.batch / b for b, mem in known)
+    need = max(mem * 2**20 * case.batch / b for b, mem in known)
     free = available_bytes(device)
     if need <= free:
         return None
-    return f"needs about {need / 2 ** 30:.1f} GiB (scaled from a smaller batch), {free / 2 ** 30:.1f} GiB available"
+    return f"needs about {need / 2**30:.1f} GiB (scaled from a smaller batch), {free / 2**30:.1f} GiB available"
 
 
-# ---------------------------------------------------------------- environment and output
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def case_rows(case: Case, contenders: list[Contender], times: dict[str, list[float]], gemm: float
-              ) -> list[dict[str, Any]]:
+# ---------------------------------------------------------------- result rows
+def case_rows(
+    case: Case, contenders: list[Contender], times: dict[str, list[float]], gemm: float
+) -> list[dict[str, Any]]:
     """One row per model; ratios are medians of paired per-repeat ratios, utilisation = model FLOPs / (t x GEMM)
     with the GEMM rate probed right after the configuration (`save` rescales it to the run's peak)."""
     rows = []
@@ -363,119 +324,53 @@ def case_rows(case: Case, contenders: list[Contender], times: dict[str, list[flo
         t = times[c.role]
         med = statistics.median(t)
         flops = model_flops(c.flops_config, case.batch, case.seq_len, case.mode == "train")
-        rows.append({**asdict(case), "role": c.role, "model": c.name, "params": c.params,
-                     "ms_median": med * 1e3, "ms_min": min(t) * 1e3, "ms_max": max(t) * 1e3,
-                     "ms_repeats": [x * 1e3 for x in t], "tokens_per_s": case.batch * case.seq_len / med,
-                     "ratio_vs_hf_convbert": paired_ratio(t, times["hf-convbert"]),
-                     "ratio_vs_reference": paired_ratio(t, times["reference"]),
-                     "model_gflop": flops / 1e9, "gemm_gflops": gemm, "utilisation": flops / (med * gemm * 1e9),
-                     "mem_mb": None, "mem_ratio_vs_hf_convbert": None})
+        rows.append(
+            {
+                **asdict(case),
+                "role": c.role,
+                "model": c.name,
+                "params": c.params,
+                "ms_median": med * 1e3,
+                "ms_min": min(t) * 1e3,
+                "ms_max": max(t) * 1e3,
+                "ms_repeats": [x * 1e3 for x in t],
+                "tokens_per_s": case.batch * case.seq_len / med,
+                "ratio_vs_hf_convbert": paired_ratio(t, times["hf-convbert"]),
+                "ratio_vs_reference": paired_ratio(t, times["reference"]),
+                "model_gflop": flops / 1e9,
+                "gemm_gflops": gemm,
+                "utilisation": flops / (med * gemm * 1e9),
+                "mem_mb": None,
+                "mem_ratio_vs_hf_convbert": None,
+            }
+        )
     return rows
 
 
-def _fmt(x: float | None, spec: str = ".0f") -> str:
-    return "" if x is None else format(x, spec)
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """One line per configuration; ratios < 1 mean ours is faster (or uses less memory)."""
-    by_case: dict[tuple, dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        by_case.setdefault((r["preset"], r["mode"], r["dtype"], r["seq_len"], r["batch"]), {})[r["role"]] = r
-    compiled = any("ours-compiled" in roles for roles in by_case.values())  # cells stay empty where not timed
-    head = ["preset", "mode", "dtype", "seq", "batch", "ours ms"] + (["compiled ms"] if compiled else []) + \
-        ["HF ConvBERT ms", "ref", "ref ms", "ours/HF", "ours/ref"] + (["compiled/HF"] if compiled else []) + \
-        ["ours tok/s", "util ours/HF/ref", "act. mem MB ours/HF (ratio)", "params ours/HF/ref"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key, roles in by_case.items():
-        ours, hf, ref = roles["ours"], roles["hf-convbert"], roles["reference"]
-        comp = roles.get("ours-compiled")
-        mem = "" if ours["mem_mb"] is None or hf["mem_mb"] is None else \
-            f"{ours['mem_mb']:.0f} / {hf['mem_mb']:.0f} ({_fmt(ours['mem_ratio_vs_hf_convbert'], '.2f')}x)"
-        cells = [*map(str, key), _fmt(ours["ms_median"])] + ([_fmt(comp and comp["ms_median"])] if compiled else []) + \
-            [_fmt(hf["ms_median"]), ref["model"], _fmt(ref["ms_median"]), f"{ours['ratio_vs_hf_convbert']:.2f}",
-             f"{ours['ratio_vs_reference']:.2f}"] + \
-            ([_fmt(comp and comp["ratio_vs_hf_convbert"], ".2f")] if compiled else []) + \
-            [_fmt(ours["tokens_per_s"]),
-             " / ".join(f"{r['utilisation']:.0%}" for r in (ours, hf, ref)), mem,
-             " / ".join(f"{r['params'] / 1e6:.2f}M" for r in (ours, hf, ref))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({**r, "ms_repeats": ";".join(f"{x:.3f}" for x in r["ms_repeats"])})
-    return buf.getvalue()
-
-
-def rescale_utilisation(result: dict[str, Any]) -> None:
-    """Utilisation against the machine's peak: the highest GEMM rate probed in the run (at the start and beside
-    every configuration, per dtype). A probe taken while the shared machine was busy would overstate it."""
-    peak = {dt: g["median"] for dt, g in result["meta"]["gemm_gflops"].items()}
-    for r in result["rows"]:
-        peak[r["dtype"]] = max(peak.get(r["dtype"], 0.0), r.get("gemm_gflops") or 0.0)
-    for r in result["rows"]:
-        r["utilisation"] = r["model_gflop"] / (r["ms_median"] / 1e3 * peak[r["dtype"]])
-    result["meta"]["gemm_peak_gflops"] = peak
-
-
-def save(result: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
-    """<stem>.json, <stem>.csv and latest-<device>.json, each written atomically (utilisation rescaled first)."""
-    rescale_utilisation(result)
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.csv", out_dir / f"latest-{result['meta']['device']}.json"]
-    atomic_write_json(paths[0], result)
-    atomic_write_text(paths[1], to_csv(result["rows"]))
-    atomic_write_json(paths[2], result)
-    return paths
-
-
 # ---------------------------------------------------------------- driver
-def continue_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
-    """`result` (a new run's) carrying over the checks, rows and skips of the interrupted run saved at `path`.
-    Its meta goes to meta["resumed_from"]: each row keeps the GEMM rate probed beside it."""
-    try:
-        prev = json.loads(path.read_text(encoding="utf-8"))
-        prev_meta = prev["meta"]
-        kept = {k: prev[k] for k in ("checks", "rows", "skipped")}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"--resume {path}: not a readable bench result: {e!r}") from None
-    meta = result["meta"]
-    if prev_meta.get("device") != meta["device"]:
-        raise InputError(f"--resume {path}: measured on {prev_meta.get('device')}, not {meta['device']}")
-    if prev_meta.get("model_py_sha256") != meta["model_py_sha256"]:
-        log.warning("--resume: model.py changed since %s; its rows measured the older code", prev_meta.get("date"))
-    meta["resumed_from"] = [*prev_meta.pop("resumed_from", []), prev_meta]
-    return {**result, **kept}
-
-
-def run_meta(device: str, threads: int | None, dtypes: list[str], **settings: Any) -> dict[str, Any]:
-    """A run's machine, versions, settings and GEMM rates; sets torch's thread count (default: all cores)."""
-    tf = _transformers()
-    threads = threads or available_cores()
-    torch.set_num_threads(threads)
-    return {"device": device, "device_name": device_name(device), "threads": threads, "torch": torch.__version__,
-            "transformers": tf.__version__, "python": platform.python_version(),
-            "date": datetime.now().astimezone().isoformat(), "argv": sys.argv, **settings,
-            "loadavg_start": os.getloadavg(),
-            "model_py_sha256": hashlib.sha256(Path(inspect.getfile(ConvBertModel)).read_bytes()).hexdigest()[:16],
-            "gemm_gflops": {dt: gemm_gflops(device, dt) for dt in dtypes}}
-
-
-def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int], modes: list[str],
-                  dtypes: list[str], repeats: int = MIN_REPEATS, warmup: int = 1, device: str = "cpu",
-                  threads: int | None = None, compile: bool = False, memory_batch_sizes: list[int] | None = None,
-                  out_dir: str | Path = "benchmarks/results", seed: int = 0, resume: str | Path | None = None
-                  ) -> dict[str, Any]:
+def run_benchmark(
+    presets: list[str],
+    seq_lens: list[int],
+    batch_sizes: list[int],
+    modes: list[str],
+    dtypes: list[str],
+    repeats: int = MIN_REPEATS,
+    warmup: int = 1,
+    device: str = "cpu",
+    threads: int | None = None,
+    compile: bool = False,
+    memory_batch_sizes: list[int] | None = None,
+    out_dir: str | Path = "benchmarks/results",
+    seed: int = 0,
+    resume: str | Path | None = None,
+) -> dict[str, Any]:
     """Time every (preset, mode, dtype, seq_len, batch) and write the results; returns {"meta", "checks", "rows",
     "skipped", "complete", "files"}. memory_batch_sizes: batches whose activation memory is probed (None or [] =
     none). resume: the JSON of an interrupted run; its configurations are kept and the file is completed."""
     roles = [r for r in ROLES if compile or r != "ours-compiled"]
-    meta = run_meta(device, threads, dtypes, repeats=repeats, warmup=warmup, seed=seed, compile=compile,
-                    attention_mask="all ones")
+    meta = run_meta(
+        device, threads, dtypes, repeats=repeats, warmup=warmup, seed=seed, compile=compile, attention_mask="all ones"
+    )
     threads, stamp = meta["threads"], datetime.fromisoformat(meta["date"])
     if device == "cuda":
         meta["allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
@@ -487,8 +382,11 @@ def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int
         result = continue_result(result, Path(resume))
     done = {row_case(r) for r in result["rows"] + result["skipped"]}
     for preset in presets:
-        cases = [c for c in itertools.starmap(Case, itertools.product(
-            [preset], modes, dtypes, seq_lens, sorted(batch_sizes))) if c not in done]
+        cases = [
+            c
+            for c in itertools.starmap(Case, itertools.product([preset], modes, dtypes, seq_lens, sorted(batch_sizes)))
+            if c not in done
+        ]
         if not cases:
             continue
         contenders = [build_contender(role, preset, seed) for role in roles]
@@ -498,7 +396,8 @@ def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int
         result["checks"][preset] = {
             "max_abs_diff_ours_vs_hf": check_parity(by_role["ours"], by_role["hf-convbert"], seed),
             "params_equal_ours_hf": by_role["ours"].params == by_role["hf-convbert"].params,
-            "reference_attn_implementation": by_role["reference"].model.config._attn_implementation}
+            "reference_attn_implementation": by_role["reference"].model.config._attn_implementation,
+        }
         log.info("%s: %s", preset, result["checks"][preset])
         for case in cases:
             reason = memory_shortfall(case, result["rows"], device)
@@ -524,85 +423,117 @@ def run_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int
     return result
 
 
+@dataclass
+class BenchConfig:
+    pretrain: bool = False  # time the whole pretraining step against a transformers ELECTRA loop instead
+    presets: list[str] | None = None  # model sizes (default: small medium-small base; with --pretrain: mini small
+    # base)
+    max_lengths: list[PositiveInt] | None = None  # sequence lengths (default: 128 512; with --pretrain: 128)
+    batch_sizes: list[PositiveInt] | None = None  # default: 8 32; with --pretrain: 32
+    modes: list[Literal["fwd", "train"]] = field(default_factory=lambda: list(MODES))  # fwd: eval inference
+    # forward; train: forward, backward, AdamW step
+    repeats: Annotated[int, Range(MIN_REPEATS)] = MIN_REPEATS  # timed repeats (a median of paired ratios)
+    warmup: NonNegativeInt = 1  # untimed rounds first (>= 1 with --compile: it compiles)
+    device: Device | None = None  # default: cuda if available, else cpu
+    precision: Literal["fp32", "bf16"] | None = None  # only this one (bf16 = autocast); default fp32, plus bf16
+    # on a CUDA GPU that has it
+    threads: PositiveInt | None = None  # torch threads (default: the machine's cores)
+    compile: bool = False  # also time our model under torch.compile
+    quick: bool = False  # one configuration: small, length 128, batch 8, fwd and train, the fewest repeats
+    memory_batch_sizes: list[PositiveInt] = field(default_factory=lambda: [8])  # batch sizes whose activation
+    # memory is measured
+    memory: bool = True  # measure activation memory (in subprocesses)
+    out: str = "benchmarks/results"  # directory for the JSON/CSV/markdown results
+    resume: str | None = None  # complete an interrupted run: its <device>-<date>.json
+    reference: str | None = None  # --pretrain: the reference loop's file (default: benchmarks/electra_reference.py
+    # of this checkout)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `bench` subcommand."""
-    p = subparsers.add_parser("bench", help="speed and memory vs transformers' ConvBERT and ELECTRA/BERT",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pretrain", action="store_true",
-                   help="time the whole pretraining step against a transformers ELECTRA loop instead")
-    p.add_argument("--presets", nargs="+",
-                   help=f"model sizes (default: {' '.join(PRESETS)}; with --pretrain: mini small base)")
-    p.add_argument("--seq-lens", nargs="+", type=int,
-                   help=f"default: {' '.join(map(str, SEQ_LENS))}; with --pretrain: 128")
-    p.add_argument("--batch-sizes", nargs="+", type=int,
-                   help=f"default: {' '.join(map(str, BATCH_SIZES))}; with --pretrain: 32")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
-                   help="fwd: eval inference forward; train: forward, backward, AdamW step (default: both)")
-    p.add_argument("--repeats", type=int, default=MIN_REPEATS, help=f"timed repeats, at least {MIN_REPEATS}")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1; compiles with --compile)")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
-    p.add_argument("--dtype", choices=("fp32", "bf16"),
-                   help="only this dtype (bf16 = autocast); default fp32, plus bf16 on a CUDA GPU that has it")
-    p.add_argument("--threads", type=int, help="torch threads (default: the machine's cores)")
-    p.add_argument("--compile", action="store_true", help="also time our model under torch.compile")
-    p.add_argument("--quick", action="store_true",
-                   help=f"one configuration: small, seq 128, batch 8, fwd and train, {MIN_REPEATS} repeats")
-    p.add_argument("--memory-batch-sizes", nargs="+", type=int, default=[8],
-                   help="batch sizes whose activation memory is measured (default: %(default)s)")
-    p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="default: %(default)s")
-    p.add_argument("--resume", type=Path, metavar="JSON",
-                   help="complete an interrupted run: keep the configurations in its <device>-<date>.json")
-    p.add_argument("--reference", type=Path, help="--pretrain: the reference loop's file "
-                                                  "(default: benchmarks/electra_reference.py of this checkout)")
-    p.set_defaults(func=run)
+    add_command(
+        subparsers,
+        "bench",
+        BenchConfig,
+        run,
+        description=__doc__,
+        help="speed and memory vs transformers' ConvBERT and ELECTRA/BERT",
+        aliases={"max_lengths": ["--seq-lens"], "precision": ["--dtype"], "out": ["--output_dir"]},
+        metavars={"presets": "PRESET", "out": "DIR", "resume": "JSON", "reference": "FILE"},
+    )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(cfg: BenchConfig) -> int:
     from . import bench_pretrain
 
-    defaults = (bench_pretrain.PRESETS, (128,), (32,)) if args.pretrain else (PRESETS, SEQ_LENS, BATCH_SIZES)
-    for name, default in zip(("presets", "seq_lens", "batch_sizes"), defaults):
-        if getattr(args, name) is None:
-            setattr(args, name, list(default))
-    if args.quick:
-        args.presets, args.seq_lens, args.batch_sizes = ["small"], [128], [8]
-        args.modes, args.repeats = list(MODES), MIN_REPEATS
-    if args.repeats < MIN_REPEATS:
-        raise InputError(f"--repeats {args.repeats}: need at least {MIN_REPEATS} for a median of paired ratios")
-    if args.warmup < (1 if args.compile else 0) or (args.threads is not None and args.threads < 1):
-        raise InputError("--warmup must be >= 0 (>= 1 with --compile: it compiles) and --threads >= 1")
-    for preset in args.presets:
+    defaults = (
+        (bench_pretrain.DEFAULT_PRESETS, (128,), (32,)) if cfg.pretrain else (DEFAULT_PRESETS, SEQ_LENS, BATCH_SIZES)
+    )
+    presets, lengths, batches = (
+        list(given or default) for given, default in zip((cfg.presets, cfg.max_lengths, cfg.batch_sizes), defaults)
+    )
+    modes, repeats = cfg.modes, cfg.repeats
+    if cfg.quick:
+        presets, lengths, batches, modes, repeats = ["small"], [128], [8], list(MODES), MIN_REPEATS
+    if cfg.warmup < (1 if cfg.compile else 0):
+        raise InputError("--warmup must be >= 1 with --compile (it compiles)")
+    for preset in presets:
         ConvBertConfig.preset(preset)  # an unknown name raises InputError
-    if min(args.seq_lens + args.batch_sizes) < 1 or max(args.seq_lens) > 512:
-        raise InputError("--seq-lens must be in 1..512 (max_position_embeddings) and --batch-sizes >= 1")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if max(lengths) > 512:
+        raise InputError("--max-lengths must be <= 512 (max_position_embeddings)")
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available")
     bf16_ok = device == "cpu" or torch.cuda.is_bf16_supported()
-    if args.dtype == "bf16" and not bf16_ok:
-        raise InputError("--dtype bf16: this GPU does not support bfloat16")
-    dtypes = [args.dtype] if args.dtype else ["fp32"] + (["bf16"] if device == "cuda" and bf16_ok else [])
-    if args.pretrain:
+    if cfg.precision == "bf16" and not bf16_ok:
+        raise InputError("--precision bf16: this GPU does not support bfloat16")
+    dtypes = [cfg.precision] if cfg.precision else ["fp32"] + (["bf16"] if device == "cuda" and bf16_ok else [])
+    out = Path(cfg.out)
+    if cfg.pretrain:
+        reference = Path(cfg.reference) if cfg.reference else bench_pretrain.REFERENCE
         result = bench_pretrain.run_pretrain_benchmark(
-            args.presets, args.seq_lens, args.batch_sizes, dtypes, args.repeats, args.warmup, device, args.threads,
-            args.compile, args.out, args.reference or bench_pretrain.REFERENCE)
+            presets, lengths, batches, dtypes, repeats, cfg.warmup, device, cfg.threads, cfg.compile, out, reference
+        )
         meta = result["meta"]
-        print(f"{meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}, "
-              f"transformers {meta['transformers']}\n")
+        print(
+            f"{meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}, "
+            f"transformers {meta['transformers']}\n"
+        )
         print(bench_pretrain.markdown_table(result["rows"]))
         print("\nwrote " + ", ".join(result["files"]))
         return 0
-    result = run_benchmark(args.presets, args.seq_lens, args.batch_sizes, args.modes, dtypes, args.repeats,
-                           args.warmup, device, args.threads, args.compile,
-                           None if args.no_memory else args.memory_batch_sizes, args.out, resume=args.resume)
+    result = run_benchmark(
+        presets,
+        lengths,
+        batches,
+        modes,
+        dtypes,
+        repeats,
+        cfg.warmup,
+        device,
+        cfg.threads,
+        cfg.compile,
+        cfg.memory_batch_sizes if cfg.memory else None,
+        out,
+        resume=Path(cfg.resume) if cfg.resume else None,
+    )
     meta = result["meta"]
     gemm = ", ".join(f"{dt} {g['median']:.0f}" for dt, g in meta["gemm_gflops"].items())
-    print(f"{meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}, "
-          f"transformers {meta['transformers']}; GEMM GFLOP/s {gemm}\n")
+    print(
+        f"{meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}, "
+        f"transformers {meta['transformers']}; GEMM GFLOP/s {gemm}\n"
+    )
     print(markdown_table(result["rows"]))
-    bad = {p: c["max_abs_diff_ours_vs_hf"] for p, c in result["checks"].items() if not c["params_equal_ours_hf"]
-           or not math.isfinite(c["max_abs_diff_ours_vs_hf"]) or c["max_abs_diff_ours_vs_hf"] > 1e-4}
+    bad = {
+        p: c["max_abs_diff_ours_vs_hf"]
+        for p, c in result["checks"].items()
+        if not c["params_equal_ours_hf"]
+        or not math.isfinite(c["max_abs_diff_ours_vs_hf"])
+        or c["max_abs_diff_ours_vs_hf"] > 1e-4
+    }
     if bad:
         print(f"\nWARNING: ours differs from transformers' ConvBERT (parameters or outputs): {bad}")
     for skip in result["skipped"]:

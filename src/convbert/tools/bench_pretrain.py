@@ -35,11 +35,11 @@ from ..flops import forward_flops_per_token
 from ..pretraining.objective import ElectraPretrainer, example_keys, generator_config, max_predictions
 from ..pretraining.recipe import RECIPE, apply_gradients
 from ..train_utils import autocast, grad_scaler, make_optimizer
-from .bench import gemm_gflops, paired_ratio, rescale_utilisation, run_meta, timed
+from .timing import gemm_gflops, paired_ratio, rescale_utilisation, run_meta, timed
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("mini", "small", "base")
+DEFAULT_PRESETS = ("mini", "small", "base")
 VOCAB = {"mini": 8000, "tiny": 1000}  # the demo's vocabulary (mini); the others use BERT's
 SPECIAL_IDS, MASK_ID = [0, 1, 2, 3, 4], 4  # [PAD], [UNK], [CLS], [SEP], [MASK]
 ROLES = ("ours", "ours-compiled", "ours-noconv", "reference")
@@ -71,17 +71,19 @@ def step_flops(case: PretrainCase) -> float:
     with its MLM head on the max_predictions slots."""
     disc, gen = configs(case)
     slots = max_predictions(case.seq_len, 0.15) / case.seq_len
-    per_token = (forward_flops_per_token(disc, case.seq_len, head="discriminator", matmul_only=True)["total"]
-                 + forward_flops_per_token(gen, case.seq_len, head="mlm", matmul_only=True,
-                                           mlm_fraction=slots)["total"])
+    per_token = (
+        forward_flops_per_token(disc, case.seq_len, head="discriminator", matmul_only=True)["total"]
+        + forward_flops_per_token(gen, case.seq_len, head="mlm", matmul_only=True, mlm_fraction=slots)["total"]
+    )
     return 3 * per_token * case.batch * case.seq_len
 
 
 def load_reference(path: Path = REFERENCE):
     """The reference loop's module, from a source checkout (it is not part of the installed package)."""
     if not path.is_file():
-        raise InputError(f"{path}: the reference loop is not here; run from a source checkout of convbert "
-                         "or pass --reference PATH")
+        raise InputError(
+            f"{path}: the reference loop is not here; run from a source checkout of convbert or pass --reference PATH"
+        )
     spec = importlib.util.spec_from_file_location("electra_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -97,27 +99,40 @@ def make_batches(case: PretrainCase, device: str, n: int = 4, seed: int = 0) -> 
         half = case.seq_len // 2
         ids[:, 0], ids[:, half], ids[:, -1] = 2, 3, 3
         types = torch.zeros_like(ids)
-        types[:, half + 1:] = 1
+        types[:, half + 1 :] = 1
         out.append((ids.to(device), torch.ones_like(ids).to(device), types.to(device)))
     return out
 
 
-def build_step(role: str, case: PretrainCase, device: str, reference, seed: int = 0
-               ) -> tuple[str, int, Callable[[], None]]:
+def build_step(
+    role: str, case: PretrainCase, device: str, reference, seed: int = 0
+) -> tuple[str, int, Callable[[], None]]:
     """(model name, parameters, one optimizer step on the next batch) for a role, initialised from `seed`."""
     batches = make_batches(case, device)
     counter = itertools.count()
     torch.manual_seed(seed)
     if role == "reference":
         disc, gen = configs(case, noconv=True)
-        kw = lambda c: dict(hidden=c.hidden_size, embedding=c.embedding_size, layers=c.num_hidden_layers,
-                            heads=c.num_attention_heads, ffn=c.intermediate_size, vocab=c.vocab_size)
-        model = reference.ReferenceElectra(reference.electra_config(**kw(disc)), reference.electra_config(**kw(gen)),
-                                           SPECIAL_IDS, MASK_ID, lr=RECIPE[case.preset][0]).to(device)
+        kw = lambda c: dict(
+            hidden=c.hidden_size,
+            embedding=c.embedding_size,
+            layers=c.num_hidden_layers,
+            heads=c.num_attention_heads,
+            ffn=c.intermediate_size,
+            vocab=c.vocab_size,
+        )
+        model = reference.ReferenceElectra(
+            reference.electra_config(**kw(disc)),
+            reference.electra_config(**kw(gen)),
+            SPECIAL_IDS,
+            MASK_ID,
+            lr=RECIPE[case.preset][0],
+        ).to(device)
 
         def step() -> None:
             with autocast(case.dtype, torch.device(device)):
                 model.step(*batches[next(counter) % len(batches)])
+
         family = "BERT" if disc.embedding_size == disc.hidden_size else "ELECTRA"
         return f"transformers {family} loop", _n_params(model), step
 
@@ -137,8 +152,12 @@ def build_step(role: str, case: PretrainCase, device: str, reference, seed: int 
             out = forward(ids, mask, types, keys)
         scaler.scale(out.loss).backward()
         apply_gradients(params, optimizer, scaler, 1.0, no_skip)
-    names = {"ours": "convbert (ours)", "ours-compiled": "convbert (ours, compiled)",
-             "ours-noconv": "convbert noconv (ours)"}
+
+    names = {
+        "ours": "convbert (ours)",
+        "ours-compiled": "convbert (ours, compiled)",
+        "ours-noconv": "convbert noconv (ours)",
+    }
     return names[role], _n_params(model), step
 
 
@@ -146,8 +165,9 @@ def _n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def time_case(case: PretrainCase, roles: list[str], repeats: int, warmup: int, device: str, reference
-              ) -> dict[str, dict[str, Any]]:
+def time_case(
+    case: PretrainCase, roles: list[str], repeats: int, warmup: int, device: str, reference
+) -> dict[str, dict[str, Any]]:
     """Seconds per repeat for each role, interleaved (every repeat runs each role's step once)."""
     built = {role: build_step(role, case, device, reference) for role in roles}
     for _ in range(warmup):
@@ -157,8 +177,9 @@ def time_case(case: PretrainCase, roles: list[str], repeats: int, warmup: int, d
     for _ in range(repeats):
         for role, (_, _, step) in built.items():
             times[role].append(timed(step, device))
-    return {role: {"model": name, "params": params, "seconds": times[role]}
-            for role, (name, params, _) in built.items()}
+    return {
+        role: {"model": name, "params": params, "seconds": times[role]} for role, (name, params, _) in built.items()
+    }
 
 
 def case_rows(case: PretrainCase, timing: dict[str, dict[str, Any]], gemm: float) -> list[dict[str, Any]]:
@@ -168,11 +189,23 @@ def case_rows(case: PretrainCase, timing: dict[str, dict[str, Any]], gemm: float
     for role, t in timing.items():
         med = statistics.median(t["seconds"])
         ratio = paired_ratio(t["seconds"], ref)
-        rows.append({**asdict(case), "vocab_size": case.vocab_size, "role": role, "model": t["model"],
-                     "params": t["params"], "ms_median": med * 1e3, "ms_repeats": [x * 1e3 for x in t["seconds"]],
-                     "tokens_per_s": case.batch * case.seq_len / med, "ratio_vs_reference": ratio,
-                     "speedup_vs_reference": 1 / ratio, "model_gflop": flops / 1e9, "gemm_gflops": gemm,
-                     "utilisation": flops / (med * gemm * 1e9)})
+        rows.append(
+            {
+                **asdict(case),
+                "vocab_size": case.vocab_size,
+                "role": role,
+                "model": t["model"],
+                "params": t["params"],
+                "ms_median": med * 1e3,
+                "ms_repeats": [x * 1e3 for x in t["seconds"]],
+                "tokens_per_s": case.batch * case.seq_len / med,
+                "ratio_vs_reference": ratio,
+                "speedup_vs_reference": 1 / ratio,
+                "model_gflop": flops / 1e9,
+                "gemm_gflops": gemm,
+                "utilisation": flops / (med * gemm * 1e9),
+            }
+        )
     return rows
 
 
@@ -183,25 +216,43 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         by_case.setdefault((r["preset"], r["dtype"], r["seq_len"], r["batch"], r["vocab_size"]), {})[r["role"]] = r
     roles = [role for role in ROLES if any(role in c for c in by_case.values())]
     compiled = "ours-compiled" in roles
-    head = ["preset", "dtype", "seq", "batch", "vocab"] + [f"{role} tok/s" for role in roles] + \
-        [f"{role} speed-up" for role in roles if role != "reference"] + \
-        (["compiled / eager"] if compiled else []) + ["util " + " / ".join(roles)]
+    head = (
+        ["preset", "dtype", "seq", "batch", "vocab"]
+        + [f"{role} tok/s" for role in roles]
+        + [f"{role} speed-up" for role in roles if role != "reference"]
+        + (["compiled / eager"] if compiled else [])
+        + ["util " + " / ".join(roles)]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, c in by_case.items():
         cells = [*map(str, key)] + [f"{c[role]['tokens_per_s']:.0f}" if role in c else "" for role in roles]
-        cells += [f"{c[role]['speedup_vs_reference']:.2f}x" if role in c else "" for role in roles
-                  if role != "reference"]
+        cells += [
+            f"{c[role]['speedup_vs_reference']:.2f}x" if role in c else "" for role in roles if role != "reference"
+        ]
         if compiled:  # the median of the paired ratios eager time / compiled time
-            cells.append(f"{paired_ratio(c['ours']['ms_repeats'], c['ours-compiled']['ms_repeats']):.2f}x"
-                         if "ours-compiled" in c else "")
+            cells.append(
+                f"{paired_ratio(c['ours']['ms_repeats'], c['ours-compiled']['ms_repeats']):.2f}x"
+                if "ours-compiled" in c
+                else ""
+            )
         cells.append(" / ".join(f"{c[role]['utilisation']:.0%}" if role in c else "-" for role in roles))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def run_pretrain_benchmark(presets: list[str], seq_lens: list[int], batch_sizes: list[int], dtypes: list[str],
-                           repeats: int, warmup: int, device: str, threads: int | None, compile: bool,
-                           out_dir: Path, reference_path: Path = REFERENCE) -> dict[str, Any]:
+def run_pretrain_benchmark(
+    presets: list[str],
+    seq_lens: list[int],
+    batch_sizes: list[int],
+    dtypes: list[str],
+    repeats: int,
+    warmup: int,
+    device: str,
+    threads: int | None,
+    compile: bool,
+    out_dir: Path,
+    reference_path: Path = REFERENCE,
+) -> dict[str, Any]:
     """Time every (preset, dtype, seq_len, batch); write pretrain-<device>-<date>.json and .md; return the result."""
     reference = load_reference(reference_path)
     roles = [r for r in ROLES if compile or r != "ours-compiled"]
@@ -225,10 +276,12 @@ def run_pretrain_benchmark(presets: list[str], seq_lens: list[int], batch_sizes:
     result["complete"] = True
     rescale_utilisation(result)
     atomic_write_json(json_path, result)
-    header = (f"# `convbert bench --pretrain`: {meta['device_name']}, {threads} threads, torch {meta['torch']}, "
-              f"transformers {meta['transformers']}, {stamp:%Y-%m-%d}\n\n`{' '.join(sys.argv)}`; {repeats} "
-              f"interleaved repeats, medians; speed-up = median of paired time ratios reference / role; GEMM peak "
-              f"{', '.join(f'{k} {v:.0f}' for k, v in meta['gemm_peak_gflops'].items())} GFLOP/s.\n\n")
+    header = (
+        f"# `convbert bench --pretrain`: {meta['device_name']}, {threads} threads, torch {meta['torch']}, "
+        f"transformers {meta['transformers']}, {stamp:%Y-%m-%d}\n\n`{' '.join(sys.argv)}`; {repeats} "
+        f"interleaved repeats, medians; speed-up = median of paired time ratios reference / role; GEMM peak "
+        f"{', '.join(f'{k} {v:.0f}' for k, v in meta['gemm_peak_gflops'].items())} GFLOP/s.\n\n"
+    )
     atomic_write_text(md_path, header + markdown_table(result["rows"]) + "\n")
     result["files"] = [str(json_path), str(md_path)]
     return result

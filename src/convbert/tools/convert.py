@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,18 @@ from ..config import PRESETS, ConvBertConfig
 from ..errors import InputError
 from ..fileio import atomic_dir, atomic_write_json, read_json_object
 from ..hub import IGNORED_SUFFIXES, read_weights
-from ..model import HEADS, ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertModel, PreTrained
+from ..model import ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertModel, PreTrained, load_model_dir
+from ..settings import add_command, validate, write_run_config
 from ..tokenizer import ConvBertTokenizer
 
 CLASSES = {"discriminator": ConvBertForPreTraining, "generator": ConvBertForMaskedLM, None: ConvBertModel}
 # keys transformers ignores, with the values that match its model
-OUR_CONFIG_KEYS = {"conv_type": "sdconv", "mask_conv_padding": False, "attention_head_size": None,
-                   "classifier_head": "dense"}
+OUR_CONFIG_KEYS = {
+    "conv_type": "sdconv",
+    "mask_conv_padding": False,
+    "attention_head_size": None,
+    "classifier_head": "dense",
+}
 
 # TF layout -> ours: dense kernels are (in, out); separable-conv kernels (K, d, 1) and (1, d, A); the conv bias (A,)
 TRANSFORMS = {
@@ -53,19 +59,6 @@ TRANSFORMS = {
 
 
 # ------------------------------------------------------------------------------------------ model dirs
-def load_model_dir(model_dir: str | Path) -> PreTrained:
-    """The head class named by config.json `architectures` (default ConvBertModel), loaded from the dir."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise InputError(f"{model_dir}: not a model directory (no config.json)")
-    config = ConvBertConfig.from_json_file(model_dir / "config.json")
-    arch = (config.architectures or ["ConvBertModel"])[0]
-    if arch not in HEADS:
-        raise InputError(f"{model_dir / 'config.json'}: unknown architecture {arch!r}; expected one of "
-                         f"{', '.join(HEADS)}")
-    return HEADS[arch].from_pretrained(model_dir)
-
-
 def resave(model_dir: str | Path, out_dir: str | Path, for_transformers: bool = False) -> PreTrained:
     """Load a model dir (safetensors or pytorch_model.bin, ours or transformers') and write it in our layout:
     config.json + model.safetensors (+ tokenizer files). for_transformers: refuse what transformers would
@@ -73,11 +66,14 @@ def resave(model_dir: str | Path, out_dir: str | Path, for_transformers: bool = 
     model_dir = Path(model_dir)
     model = load_model_dir(model_dir)
     if for_transformers:
-        changed = [f"{k}={getattr(model.config, k)!r}" for k, v in OUR_CONFIG_KEYS.items()
-                   if getattr(model.config, k, v) != v]
+        changed = [
+            f"{k}={getattr(model.config, k)!r}" for k, v in OUR_CONFIG_KEYS.items() if getattr(model.config, k, v) != v
+        ]
         if changed:
-            raise InputError(f"{model_dir / 'config.json'}: {', '.join(changed)} has no transformers equivalent "
-                             "(transformers ignores the key and would build a different model)")
+            raise InputError(
+                f"{model_dir / 'config.json'}: {', '.join(changed)} has no transformers equivalent "
+                "(transformers ignores the key and would build a different model)"
+            )
     has_tokenizer = (model_dir / "tokenizer.json").is_file() or (model_dir / "vocab.txt").is_file()
     tokenizer = ConvBertTokenizer.from_pretrained(model_dir) if has_tokenizer else None
     with atomic_dir(out_dir) as tmp:
@@ -89,9 +85,21 @@ def resave(model_dir: str | Path, out_dir: str | Path, for_transformers: bool = 
 
 
 # ------------------------------------------------------------------------------------------ BERT dirs
-BERT_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                    "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-                    "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id")
+BERT_CONFIG_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
 
 
 def convert_bert(model_dir: str | Path, out_dir: str | Path) -> ConvBertModel:
@@ -103,24 +111,32 @@ def convert_bert(model_dir: str | Path, out_dir: str | Path) -> ConvBertModel:
     if raw.get("model_type") != "bert":
         raise InputError(f"{model_dir / 'config.json'}: model_type {raw.get('model_type')!r} is not bert")
     if raw.get("position_embedding_type", "absolute") != "absolute":
-        raise InputError(f"{model_dir / 'config.json'}: position_embedding_type "
-                         f"{raw['position_embedding_type']!r}: only absolute positions convert")
+        raise InputError(
+            f"{model_dir / 'config.json'}: position_embedding_type "
+            f"{raw['position_embedding_type']!r}: only absolute positions convert"
+        )
     fields = {k: raw[k] for k in BERT_CONFIG_KEYS if raw.get(k) is not None}
     try:
         config = ConvBertConfig(**fields, embedding_size=raw["hidden_size"], conv_type="noconv", head_ratio=1)
     except (KeyError, TypeError) as e:
         raise InputError(f"{model_dir / 'config.json'}: not a BERT config: {e}") from None
-    weights = {k.removeprefix("bert."): v for k, v in read_weights(model_dir).items()
-               if not k.removeprefix("bert.").startswith(("pooler.", "cls.", "classifier.", "qa_outputs."))}
+    weights = {
+        k.removeprefix("bert."): v
+        for k, v in read_weights(model_dir).items()
+        if not k.removeprefix("bert.").startswith(("pooler.", "cls.", "classifier.", "qa_outputs."))
+    }
     model = ConvBertModel(config)
     expected = {k for k in model.state_dict() if not k.endswith(IGNORED_SUFFIXES)}
     weights = {k: v for k, v in weights.items() if not k.endswith(IGNORED_SUFFIXES)}
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
-    bad = [f"{k} {tuple(v.shape)}" for k, v in weights.items() if k in expected and
-           v.shape != model.state_dict()[k].shape]
+    bad = [
+        f"{k} {tuple(v.shape)}" for k, v in weights.items() if k in expected and v.shape != model.state_dict()[k].shape
+    ]
     if missing or unexpected or bad:
-        raise InputError(f"{model_dir}: not a BERT encoder of its config.json: missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}, wrong shape {bad[:4]}")
+        raise InputError(
+            f"{model_dir}: not a BERT encoder of its config.json: missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}, wrong shape {bad[:4]}"
+        )
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
     has_tokenizer = (model_dir / "tokenizer.json").is_file() or (model_dir / "vocab.txt").is_file()
     tokenizer = ConvBertTokenizer.from_pretrained(model_dir) if has_tokenizer else None
@@ -172,11 +188,17 @@ def _sizes(ckpt: _Checkpoint, scope: str, emb: str) -> dict[str, int]:
     l0 = f"{scope}/encoder/layer_0/"
     V, E = ckpt.shape(f"{emb}/word_embeddings", 2)
     K = ckpt.shape(l0 + "attention/self/conv_attn_key/depthwise_kernel", 3)[0]
-    s = dict(vocab=V, embedding=E, positions=ckpt.shape(f"{emb}/position_embeddings", 2)[0],
-             types=ckpt.shape(f"{emb}/token_type_embeddings", 2)[0], layers=max(found, default=-1) + 1,
-             hidden=ckpt.shape(l0 + "attention/output/dense/kernel", 2)[1],
-             width=ckpt.shape(l0 + "attention/self/query/kernel", 2)[1], kernel=K,
-             heads=max(1, ckpt.shape(l0 + "attention/self/conv_attn_kernel/kernel", 2)[1] // K))
+    s = dict(
+        vocab=V,
+        embedding=E,
+        positions=ckpt.shape(f"{emb}/position_embeddings", 2)[0],
+        types=ckpt.shape(f"{emb}/token_type_embeddings", 2)[0],
+        layers=max(found, default=-1) + 1,
+        hidden=ckpt.shape(l0 + "attention/output/dense/kernel", 2)[1],
+        width=ckpt.shape(l0 + "attention/self/query/kernel", 2)[1],
+        kernel=K,
+        heads=max(1, ckpt.shape(l0 + "attention/self/conv_attn_kernel/kernel", 2)[1] // K),
+    )
     if l0 + "intermediate/g_dense/kernel" in ckpt.shapes:
         G, _, f = ckpt.shape(l0 + "intermediate/g_dense/kernel", 3)
         s.update(groups=G, ffn=G * f)
@@ -188,28 +210,34 @@ def _sizes(ckpt: _Checkpoint, scope: str, emb: str) -> dict[str, int]:
 def _sources(scope: str, emb: str, groups: int) -> dict[str, str]:
     """The variable each size is read from (named in errors)."""
     layer = f"{scope}/encoder/layer_0/"
-    return {"hidden_size": layer + "attention/output/dense/kernel", "embedding_size": f"{emb}/word_embeddings",
-            "intermediate_size": layer + ("intermediate/dense" if groups == 1 else "intermediate/g_dense") + "/kernel",
-            "conv_kernel_size": layer + "attention/self/conv_attn_key/depthwise_kernel",
-            "heads": layer + "attention/self/conv_attn_kernel/kernel", "width": layer + "attention/self/query/kernel"}
+    return {
+        "hidden_size": layer + "attention/output/dense/kernel",
+        "embedding_size": f"{emb}/word_embeddings",
+        "intermediate_size": layer + ("intermediate/dense" if groups == 1 else "intermediate/g_dense") + "/kernel",
+        "conv_kernel_size": layer + "attention/self/conv_attn_key/depthwise_kernel",
+        "heads": layer + "attention/self/conv_attn_kernel/kernel",
+        "width": layer + "attention/self/query/kernel",
+    }
 
 
-def _check_against(ckpt: _Checkpoint, s: dict[str, int], src: dict[str, str], base: ConvBertConfig,
-                   label: str) -> None:
+def _check_against(ckpt: _Checkpoint, s: dict[str, int], src: dict[str, str], base: ConvBertConfig, label: str) -> None:
     """The sizes a preset/config states must match the checkpoint (heads with TF's head-size rule)."""
     hs = base.hidden_size // base.num_attention_heads  # TF: head size d / H, heads max(1, H // ratio)
     heads = max(1, base.num_attention_heads // base.head_ratio)
-    expected = {"hidden_size": (s["hidden"], base.hidden_size, src["hidden_size"]),
-                "embedding_size": (s["embedding"], base.embedding_size, src["embedding_size"]),
-                "intermediate_size": (s["ffn"], base.intermediate_size, src["intermediate_size"]),
-                "num_groups": (s["groups"], base.num_groups, src["intermediate_size"]),
-                "conv_kernel_size": (s["kernel"], base.conv_kernel_size, src["conv_kernel_size"]),
-                "attention heads": (s["heads"], heads, src["heads"]),
-                "attention width (heads x hidden_size / num_attention_heads)": (s["width"], heads * hs, src["width"])}
+    expected = {
+        "hidden_size": (s["hidden"], base.hidden_size, src["hidden_size"]),
+        "embedding_size": (s["embedding"], base.embedding_size, src["embedding_size"]),
+        "intermediate_size": (s["ffn"], base.intermediate_size, src["intermediate_size"]),
+        "num_groups": (s["groups"], base.num_groups, src["intermediate_size"]),
+        "conv_kernel_size": (s["kernel"], base.conv_kernel_size, src["conv_kernel_size"]),
+        "attention heads": (s["heads"], heads, src["heads"]),
+        "attention width (heads x hidden_size / num_attention_heads)": (s["width"], heads * hs, src["width"]),
+    }
     for what, (found, stated, name) in expected.items():
         if found != stated:
-            raise InputError(f"{ckpt.prefix}: variable {name} {ckpt.shape(name)} gives {what} {found}, "
-                             f"but {label} has {stated}")
+            raise InputError(
+                f"{ckpt.prefix}: variable {name} {ckpt.shape(name)} gives {what} {found}, but {label} has {stated}"
+            )
 
 
 def _our_config(ckpt: _Checkpoint, s: dict[str, int], src: dict[str, str], base: ConvBertConfig) -> ConvBertConfig:
@@ -217,17 +245,32 @@ def _our_config(ckpt: _Checkpoint, s: dict[str, int], src: dict[str, str], base:
     d, heads = s["hidden"], s["heads"]
     hs, rest = divmod(s["width"], heads)
     if rest or d % hs or max(1, d // hs // base.head_ratio) != heads:
-        raise InputError(f"{ckpt.prefix}: {src['width']} {ckpt.shape(src['width'])} and {src['heads']} "
-                         f"{ckpt.shape(src['heads'])} give {heads} head(s) of width {s['width'] / heads:g}: no "
-                         f"ConvBERT with hidden size {d} and head_ratio {base.head_ratio} has that")
-    sizes = dict(vocab_size=s["vocab"], embedding_size=s["embedding"], hidden_size=d, num_hidden_layers=s["layers"],
-                 num_attention_heads=d // hs, intermediate_size=s["ffn"], num_groups=s["groups"],
-                 conv_kernel_size=s["kernel"], max_position_embeddings=s["positions"], type_vocab_size=s["types"],
-                 conv_type="sdconv", mask_conv_padding=False, architectures=None)
+        raise InputError(
+            f"{ckpt.prefix}: {src['width']} {ckpt.shape(src['width'])} and {src['heads']} "
+            f"{ckpt.shape(src['heads'])} give {heads} head(s) of width {s['width'] / heads:g}: no "
+            f"ConvBERT with hidden size {d} and head_ratio {base.head_ratio} has that"
+        )
+    sizes = dict(
+        vocab_size=s["vocab"],
+        embedding_size=s["embedding"],
+        hidden_size=d,
+        num_hidden_layers=s["layers"],
+        num_attention_heads=d // hs,
+        intermediate_size=s["ffn"],
+        num_groups=s["groups"],
+        conv_kernel_size=s["kernel"],
+        max_position_embeddings=s["positions"],
+        type_vocab_size=s["types"],
+        conv_type="sdconv",
+        mask_conv_padding=False,
+        architectures=None,
+    )
     if hs != d // heads // 2:  # TF's head size is not transformers' (one head with H < head_ratio)
         if "attention_head_size" not in {f.name for f in dataclasses.fields(ConvBertConfig)}:
-            raise InputError(f"{ckpt.prefix}: {src['width']} {ckpt.shape(src['width'])}: {heads} head(s) of size "
-                             f"{hs} need ConvBertConfig.attention_head_size, which this version lacks")
+            raise InputError(
+                f"{ckpt.prefix}: {src['width']} {ckpt.shape(src['width'])}: {heads} head(s) of size "
+                f"{hs} need ConvBertConfig.attention_head_size, which this version lacks"
+            )
         sizes["attention_head_size"] = hs
     return base.replace(**sizes)
 
@@ -281,18 +324,21 @@ def _variables(s: dict[str, int], scope: str, emb: str, head: str | None) -> dic
     return table
 
 
-def _convert_encoder(ckpt: _Checkpoint, scope: str, emb: str, head: str | None, base: ConvBertConfig,
-                     label: str | None) -> tuple[PreTrained, set[str]]:
+def _convert_encoder(
+    ckpt: _Checkpoint, scope: str, emb: str, head: str | None, base: ConvBertConfig, label: str | None
+) -> tuple[PreTrained, set[str]]:
     """One encoder (+ head) as our model, and the TF variables it used."""
     s = _sizes(ckpt, scope, emb)
     src = _sources(scope, emb, s["groups"])
     table = _variables(s, scope, emb, head)
     for name, (_, shape, _) in table.items():
         if ckpt.shape(name) != shape:
-            raise InputError(f"{ckpt.prefix}: variable {name} has shape {ckpt.shape(name)}, expected {shape} "
-                             f"for {scope} with hidden {s['hidden']}, embedding {s['embedding']}, FFN {s['ffn']} "
-                             f"in {s['groups']} group(s), attention width {s['width']} in {s['heads']} head(s), "
-                             f"kernel {s['kernel']}, vocabulary {s['vocab']}")
+            raise InputError(
+                f"{ckpt.prefix}: variable {name} has shape {ckpt.shape(name)}, expected {shape} "
+                f"for {scope} with hidden {s['hidden']}, embedding {s['embedding']}, FFN {s['ffn']} "
+                f"in {s['groups']} group(s), attention width {s['width']} in {s['heads']} head(s), "
+                f"kernel {s['kernel']}, vocabulary {s['vocab']}"
+            )
     if label is not None:
         _check_against(ckpt, s, src, base, label)
     config = _our_config(ckpt, s, src, base)
@@ -313,9 +359,12 @@ def _bases(config: ConvBertConfig | str | Path | None) -> tuple[tuple[ConvBertCo
         return (config, "the given config"), (config, None)
     if isinstance(config, str) and config in PRESETS:
         gen = f"{config}-generator"
-        return ((ConvBertConfig.preset(config), f"preset {config!r}"),
-                (ConvBertConfig.preset(gen), f"preset {gen!r}") if gen in PRESETS
-                else (ConvBertConfig.preset(config), None))
+        return (
+            (ConvBertConfig.preset(config), f"preset {config!r}"),
+            (ConvBertConfig.preset(gen), f"preset {gen!r}")
+            if gen in PRESETS
+            else (ConvBertConfig.preset(config), None),
+        )
     path = Path(config)
     if not path.exists():
         raise InputError(f"{config}: neither a preset ({', '.join(PRESETS)}) nor a config file")
@@ -323,8 +372,12 @@ def _bases(config: ConvBertConfig | str | Path | None) -> tuple[tuple[ConvBertCo
     return (loaded, str(path)), (loaded, None)
 
 
-def convert_tf1(ckpt_prefix: str | Path, out_dir: str | Path, config: ConvBertConfig | str | Path | None = None,
-                vocab: str | Path | None = None) -> dict[str, Any]:
+def convert_tf1(
+    ckpt_prefix: str | Path,
+    out_dir: str | Path,
+    config: ConvBertConfig | str | Path | None = None,
+    vocab: str | Path | None = None,
+) -> dict[str, Any]:
     """Convert an official TF1 ConvBERT checkpoint into out_dir/discriminator (ConvBertForPreTraining, or
     ConvBertModel without `discriminator_predictions`) and out_dir/generator (ConvBertForMaskedLM, when the
     checkpoint has `generator/`). config: a preset name, a config.json path or a ConvBertConfig giving what
@@ -334,8 +387,9 @@ def convert_tf1(ckpt_prefix: str | Path, out_dir: str | Path, config: ConvBertCo
     tokenizer = ConvBertTokenizer.from_pretrained(vocab) if vocab is not None else None
     head = "discriminator" if "discriminator_predictions/dense/kernel" in ckpt.shapes else None
     models, used = {}, set()
-    models["discriminator"], names = _convert_encoder(ckpt, "electra", "electra/embeddings", head, disc_base,
-                                                      disc_label)
+    models["discriminator"], names = _convert_encoder(
+        ckpt, "electra", "electra/embeddings", head, disc_base, disc_label
+    )
     used |= names
     if any(name.startswith("generator/") for name in ckpt.shapes):
         emb = "generator/embeddings" if "generator/embeddings/word_embeddings" in ckpt.shapes else "electra/embeddings"
@@ -343,69 +397,125 @@ def convert_tf1(ckpt_prefix: str | Path, out_dir: str | Path, config: ConvBertCo
         used |= names
     if tokenizer is not None:
         tokenizer.check_vocab(min(m.config.vocab_size for m in models.values()))
-    report: dict[str, Any] = {"checkpoint": ckpt.prefix, "out_dir": str(out_dir),
-                              "ignored_variables": len(ckpt.shapes) - len(used)}
+    report: dict[str, Any] = {
+        "checkpoint": ckpt.prefix,
+        "out_dir": str(out_dir),
+        "ignored_variables": len(ckpt.shapes) - len(used),
+    }
     with atomic_dir(out_dir) as tmp:
         for role, model in models.items():
             model.save_pretrained(tmp / role, tokenizer=tokenizer)
             c = model.config
-            report[role] = {"path": str(Path(out_dir) / role), "class": type(model).__name__,
-                            "hidden_size": c.hidden_size, "num_attention_heads": c.num_attention_heads,
-                            "layers": c.num_hidden_layers, "embedding_size": c.embedding_size,
-                            "intermediate_size": c.intermediate_size, "num_groups": c.num_groups,
-                            "vocab_size": c.vocab_size, "parameters": model.num_parameters}
+            report[role] = {
+                "path": str(Path(out_dir) / role),
+                "class": type(model).__name__,
+                "hidden_size": c.hidden_size,
+                "num_attention_heads": c.num_attention_heads,
+                "layers": c.num_hidden_layers,
+                "embedding_size": c.embedding_size,
+                "intermediate_size": c.intermediate_size,
+                "num_groups": c.num_groups,
+                "vocab_size": c.vocab_size,
+                "parameters": model.num_parameters,
+            }
     return report
 
 
 # ------------------------------------------------------------------------------------------ CLI
+@dataclass
+class Tf1Config:
+    checkpoint: str  # checkpoint prefix (e.g. .../model.ckpt-1000000) or its directory
+    out: str  # output directory: discriminator/ and generator/
+    preset: str | None = None  # model size; its *-generator preset checks the generator
+    model: str | None = None  # config.json (or model dir) with the non-size settings, instead of --preset
+    vocab: str | None = None  # vocab.txt or tokenizer.json to save with both models
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.preset is not None and self.model is not None:
+            raise InputError("give --preset or --model, not both")
+
+
+@dataclass
+class ConvertConfig:
+    model: str  # input model directory
+    out: str  # output model directory
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `convert tf1`, `convert from-hf` and `convert to-hf`."""
+    """Add `convert tf1`, `convert from-hf`, `convert to-hf` and `convert from-bert`."""
     p = subparsers.add_parser("convert", help="convert official TF1 checkpoints and transformers model dirs")
     sub = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    tf1 = sub.add_parser("tf1", help="official TF1 checkpoint -> OUT_DIR/{discriminator,generator}",
-                         description="Convert an official ConvBERT TF1 checkpoint (needs pip install convbert[tf]). "
-                                     "Sizes come from the variable shapes; --preset/--config supply the rest and "
-                                     "must agree with them. The small generator (hidden 64, one head of 64) keeps "
-                                     "TF's head size via attention_head_size (see `convbert.tools.convert`).")
-    tf1.add_argument("checkpoint", help="checkpoint prefix (e.g. .../model.ckpt-1000000) or its directory")
-    tf1.add_argument("out_dir", type=Path, help="output directory")
-    src = tf1.add_mutually_exclusive_group()
-    src.add_argument("--preset", choices=[k for k in PRESETS if not k.endswith("-generator")],
-                     help="model size; its *-generator preset checks the generator")
-    src.add_argument("--config", type=Path, help="config.json (or model dir) with the non-size settings")
-    tf1.add_argument("--vocab", type=Path, help="vocab.txt or tokenizer.json to save with both models")
-    tf1.set_defaults(func=_run_tf1)
-    for name, hf, text in (("from-hf", False, "a transformers ConvBERT dir (safetensors or pytorch_model.bin) -> ours"),
-                           ("to-hf", True, "our dir -> transformers (refuses conv types / settings it lacks; "
-                                           "drops our extra config keys)")):
-        c = sub.add_parser(name, help=text, description=text)
-        c.add_argument("model_dir", type=Path, help="input model directory")
-        c.add_argument("out_dir", type=Path, help="output model directory")
-        c.set_defaults(func=_run_resave, for_transformers=hf)
-    text = "a BERT dir (e.g. MiniLM, bert-base) -> ours as conv_type noconv, head_ratio 1 (the same encoder)"
-    c = sub.add_parser("from-bert", help=text, description=text)
-    c.add_argument("model_dir", type=Path, help="input model directory (config.json with model_type bert)")
-    c.add_argument("out_dir", type=Path, help="output model directory")
-    c.set_defaults(func=lambda a: print(f"{a.model_dir} -> {a.out_dir}: ConvBertModel (noconv, head_ratio 1), "
-                                        f"{convert_bert(a.model_dir, a.out_dir).num_parameters / 1e6:.2f}M "
-                                        "parameters") or 0)
+    dirs = {"out": "DIR", "model": "DIR"}
+    add_command(
+        sub,
+        "tf1",
+        Tf1Config,
+        _run_tf1,
+        help="official TF1 checkpoint -> OUT/{discriminator,generator}",
+        description="Convert an official ConvBERT TF1 checkpoint (needs pip install convbert[tf]). Sizes "
+        "come from the variable shapes; --preset/--model supply the rest and must agree with "
+        "them. The small generator (hidden 64, one head of 64) keeps TF's head size via "
+        "attention_head_size (see `convbert.tools.convert`).",
+        aliases={"out": ["--output_dir"]},
+        metavars={**dirs, "checkpoint": "PATH", "vocab": "FILE"},
+    )
+    for name, run, text in (
+        ("from-hf", _run_from_hf, "a transformers ConvBERT dir (safetensors or pytorch_model.bin) -> ours"),
+        (
+            "to-hf",
+            _run_to_hf,
+            "our dir -> transformers (refuses conv types / settings it lacks; drops our extra config keys)",
+        ),
+        (
+            "from-bert",
+            _run_from_bert,
+            "a BERT dir (e.g. MiniLM, bert-base) -> ours as conv_type noconv, head_ratio 1 (the same encoder)",
+        ),
+    ):
+        add_command(sub, name, ConvertConfig, run, help=text, aliases={"out": ["--output_dir"]}, metavars=dirs)
 
 
-def _run_tf1(args: argparse.Namespace) -> int:
-    report = convert_tf1(args.checkpoint, args.out_dir, config=args.preset or args.config, vocab=args.vocab)
+def _run_tf1(cfg: Tf1Config) -> int:
+    report = convert_tf1(
+        cfg.checkpoint, cfg.out, config=cfg.preset or (Path(cfg.model) if cfg.model else None), vocab=cfg.vocab
+    )
+    write_run_config(cfg.out, cfg)
     for role in ("discriminator", "generator"):
         if role in report:
             r = report[role]
-            print(f"{role}: {r['class']} -> {r['path']} (hidden {r['hidden_size']}, heads {r['num_attention_heads']}, "
-                  f"layers {r['layers']}, FFN {r['intermediate_size']}/{r['num_groups']} group(s), "
-                  f"{r['parameters'] / 1e6:.2f}M parameters)")
+            print(
+                f"{role}: {r['class']} -> {r['path']} (hidden {r['hidden_size']}, heads {r['num_attention_heads']}, "
+                f"layers {r['layers']}, FFN {r['intermediate_size']}/{r['num_groups']} group(s), "
+                f"{r['parameters'] / 1e6:.2f}M parameters)"
+            )
     if "generator" not in report:
         print("no generator/ variables: discriminator only")
     print(f"{report['ignored_variables']} other variables (optimizer slots, step counters, ...) ignored")
     return 0
 
 
-def _run_resave(args: argparse.Namespace) -> int:
-    model = resave(args.model_dir, args.out_dir, for_transformers=args.for_transformers)
-    print(f"{type(model).__name__} -> {args.out_dir}")
+def _run_from_hf(cfg: ConvertConfig) -> int:
+    model = resave(cfg.model, cfg.out, for_transformers=False)
+    write_run_config(cfg.out, cfg)
+    print(f"{type(model).__name__} -> {cfg.out}")
+    return 0
+
+
+def _run_to_hf(cfg: ConvertConfig) -> int:
+    model = resave(cfg.model, cfg.out, for_transformers=True)
+    write_run_config(cfg.out, cfg)
+    print(f"{type(model).__name__} -> {cfg.out}")
+    return 0
+
+
+def _run_from_bert(cfg: ConvertConfig) -> int:
+    model = convert_bert(cfg.model, cfg.out)
+    write_run_config(cfg.out, cfg)
+    print(
+        f"{cfg.model} -> {cfg.out}: ConvBertModel (noconv, head_ratio 1), {model.num_parameters / 1e6:.2f}M parameters"
+    )
     return 0

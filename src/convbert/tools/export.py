@@ -14,6 +14,7 @@ import importlib
 import logging
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from ..fileio import atomic_write_bytes
-from ..model import ConvBertForMultipleChoice, ConvBertForQuestionAnswering, ConvBertModel, PreTrained
-from .convert import load_model_dir
+from ..model import ConvBertForMultipleChoice, ConvBertForQuestionAnswering, ConvBertModel, PreTrained, load_model_dir
+from ..settings import PositiveInt, add_command, validate
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_OPSET = 18
@@ -78,8 +79,7 @@ def sample_inputs(model: PreTrained, batch: int, choices: int, length: int, seed
     real = torch.tensor([max(1, length >> i) for i in range(batch)]).view(batch, *[1] * (len(shape) - 1))
     mask = (torch.arange(length) < real).long().expand(shape).contiguous()  # (B, [C,] T)
     types = ((torch.arange(length) >= real // 2) & mask.bool()).long() if c.type_vocab_size > 1 else mask * 0
-    return {"input_ids": torch.where(mask.bool(), ids, c.pad_token_id), "attention_mask": mask,
-            "token_type_ids": types}
+    return {"input_ids": torch.where(mask.bool(), ids, c.pad_token_id), "attention_mask": mask, "token_type_ids": types}
 
 
 def trace_inputs(model: PreTrained) -> dict[str, Tensor]:
@@ -108,20 +108,31 @@ def to_onnx(model: PreTrained, opset: int = DEFAULT_OPSET) -> bytes:
 
     graph = _Graph(model).eval()
     inputs = trace_inputs(model)
-    axes: dict[int, Any] = {0: Dim("batch"), inputs["input_ids"].dim() - 1:
-                            Dim("sequence", max=model.config.max_position_embeddings)}
+    axes: dict[int, Any] = {
+        0: Dim("batch"),
+        inputs["input_ids"].dim() - 1: Dim("sequence", max=model.config.max_position_embeddings),
+    }
     if isinstance(model, ConvBertForMultipleChoice):
         axes[1] = Dim("choices")
     try:
         with torch.no_grad(), _quiet():
-            program = torch.onnx.export(graph, tuple(inputs.values()), dynamo=True, verbose=False,
-                                        input_names=list(INPUT_NAMES), output_names=output_names(model),
-                                        opset_version=opset, dynamic_shapes={k: axes for k in INPUT_NAMES})
+            program = torch.onnx.export(
+                graph,
+                tuple(inputs.values()),
+                dynamo=True,
+                verbose=False,
+                input_names=list(INPUT_NAMES),
+                output_names=output_names(model),
+                opset_version=opset,
+                dynamic_shapes={k: axes for k in INPUT_NAMES},
+            )
     except Exception as e:  # the exporter raises many types; report what failed, with the opset asked for
         raise RuntimeError(f"ONNX export of {type(model).__name__} (opset {opset}) failed: {e}") from e
     proto = program.model_proto
-    for key, value in (("convbert_head", type(model).__name__),
-                       ("max_position_embeddings", str(model.config.max_position_embeddings))):
+    for key, value in (
+        ("convbert_head", type(model).__name__),
+        ("max_position_embeddings", str(model.config.max_position_embeddings)),
+    ):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     return proto.SerializeToString()
@@ -143,18 +154,20 @@ class OnnxPredictor:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata = self.session.get_modelmeta().custom_metadata_map  # convbert_head, max_position_embeddings
 
-    def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None
-                 ) -> dict[str, np.ndarray]:
+    def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> dict[str, np.ndarray]:
         """Integer arrays or tensors of shape (B, T) ((B, C, T) for multiple choice); defaults: all-ones mask,
         segment 0."""
         ids = np.asarray(input_ids, dtype=np.int64)
         limit = int(self.metadata.get("max_position_embeddings", ids.shape[-1]))
         if ids.shape[-1] > limit:
-            raise InputError(f"sequence length {ids.shape[-1]} exceeds max_position_embeddings {limit}; "
-                             "truncate the input")
-        feed = {"input_ids": ids,
-                "attention_mask": np.ones_like(ids) if attention_mask is None else attention_mask,
-                "token_type_ids": np.zeros_like(ids) if token_type_ids is None else token_type_ids}
+            raise InputError(
+                f"sequence length {ids.shape[-1]} exceeds max_position_embeddings {limit}; truncate the input"
+            )
+        feed = {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids) if attention_mask is None else attention_mask,
+            "token_type_ids": np.zeros_like(ids) if token_type_ids is None else token_type_ids,
+        }
         feed = {k: np.asarray(v, dtype=np.int64) for k, v in feed.items() if k in self.input_names}
         return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
 
@@ -170,14 +183,17 @@ def verify_onnx(model: PreTrained, onnx_model: bytes) -> list[dict[str, Any]]:
         with torch.no_grad():
             expected = graph(*inputs.values())
         got = predictor(*(t.numpy() for t in inputs.values()))
-        diffs = {name: float(np.abs(got[name] - ref.float().numpy()).max()) for name, ref in
-                 zip(output_names(model), expected)}
+        diffs = {
+            name: float(np.abs(got[name] - ref.float().numpy()).max())
+            for name, ref in zip(output_names(model), expected)
+        }
         checks.append({"shape": list(inputs["input_ids"].shape), "max_abs_diff": diffs})
     return checks
 
 
-def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int | None = None,
-                verify: bool = True) -> dict[str, Any]:
+def export_onnx(
+    model_dir: str | Path, out_path: str | Path, opset: int | None = None, verify: bool = True
+) -> dict[str, Any]:
     """Export the model dir's head (config.json `architectures`) to one .onnx file; returns a report.
 
     With verify, ONNX Runtime and PyTorch run the same padded batches at shapes other than the traced one and
@@ -189,15 +205,24 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int | None =
     opset = DEFAULT_OPSET if opset is None else opset
     data = to_onnx(model, opset)
     traced = list(trace_inputs(model)["input_ids"].shape)
-    report: dict[str, Any] = {"path": str(out_path), "head": type(model).__name__, "opset": opset,
-                              "inputs": list(INPUT_NAMES), "outputs": output_names(model),
-                              "traced_shape": traced, "verified": False, "tolerance": TOLERANCE}
+    report: dict[str, Any] = {
+        "path": str(out_path),
+        "head": type(model).__name__,
+        "opset": opset,
+        "inputs": list(INPUT_NAMES),
+        "outputs": output_names(model),
+        "traced_shape": traced,
+        "verified": False,
+        "tolerance": TOLERANCE,
+    }
     if verify:
         report["checks"] = verify_onnx(model, data)
         report["max_abs_diff"] = max(v for c in report["checks"] for v in c["max_abs_diff"].values())
         if not report["max_abs_diff"] <= TOLERANCE:
-            raise VerificationError(f"{out_path} not written: ONNX Runtime differs from PyTorch by "
-                                    f"{report['max_abs_diff']:.3g} > {TOLERANCE} ({report['checks']})")
+            raise VerificationError(
+                f"{out_path} not written: ONNX Runtime differs from PyTorch by "
+                f"{report['max_abs_diff']:.3g} > {TOLERANCE} ({report['checks']})"
+            )
         report["verified"] = True
     atomic_write_bytes(out_path, data)
     report["bytes"] = len(data)
@@ -205,37 +230,53 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int | None =
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"wrote {report['path']} ({report['head']}, opset {report['opset']}, {report['bytes'] / 1e6:.1f} MB; "
-             f"outputs {', '.join(report['outputs'])}; traced at shape {report['traced_shape']}, "
-             f"batch and sequence axes dynamic)"]
+    lines = [
+        f"wrote {report['path']} ({report['head']}, opset {report['opset']}, {report['bytes'] / 1e6:.1f} MB; "
+        f"outputs {', '.join(report['outputs'])}; traced at shape {report['traced_shape']}, "
+        f"batch and sequence axes dynamic)"
+    ]
     if report["verified"]:
         lines.append(f"verified with onnxruntime (max |diff| {report['max_abs_diff']:.2e} <= {report['tolerance']}):")
-        lines += [f"  shape {c['shape']}: " + ", ".join(f"{k} {v:.2e}" for k, v in c["max_abs_diff"].items())
-                  for c in report["checks"]]
+        lines += [
+            f"  shape {c['shape']}: " + ", ".join(f"{k} {v:.2e}" for k, v in c["max_abs_diff"].items())
+            for c in report["checks"]
+        ]
     else:
         lines.append("not verified (--no-verify)")
     return "\n".join(lines)
+
+
+@dataclass
+class ExportConfig:
+    model: str  # model directory (config.json + weights)
+    output: str  # the .onnx file to write
+    opset: PositiveInt = DEFAULT_OPSET  # ONNX opset
+    verify: bool = True  # ONNX Runtime must reproduce PyTorch before the file is written
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `export onnx`."""
     p = subparsers.add_parser("export", help="export a model to another runtime format")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    onnx = formats.add_parser("onnx", help="export a model dir to ONNX, verified against PyTorch",
-                              description="Export any head in MODEL_DIR to one .onnx file with dynamic batch and "
-                                          "sequence axes; unless --no-verify, ONNX Runtime must reproduce PyTorch "
-                                          f"within {TOLERANCE} on padded batches of other shapes before the file is "
-                                          "written. Needs pip install convbert[onnx].")
-    onnx.add_argument("model_dir", type=Path, help="model directory (config.json + weights)")
-    onnx.add_argument("out", type=Path, help="output .onnx file")
-    onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    onnx.add_argument("--no-verify", dest="verify", action="store_false", help="skip the onnxruntime comparison")
-    onnx.set_defaults(func=run)
+    add_command(
+        formats,
+        "onnx",
+        ExportConfig,
+        run,
+        help="export a model dir to ONNX, verified against PyTorch",
+        description="Export any head in --model to one .onnx file with dynamic batch and sequence axes; "
+        f"unless --no-verify, ONNX Runtime must reproduce PyTorch within {TOLERANCE} on padded "
+        "batches of other shapes before the file is written. Needs pip install convbert[onnx].",
+        metavars={"model": "DIR", "output": "FILE"},
+    )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(cfg: ExportConfig) -> int:
     try:
-        report = export_onnx(args.model_dir, args.out, opset=args.opset, verify=args.verify)
+        report = export_onnx(cfg.model, cfg.output, opset=cfg.opset, verify=cfg.verify)
     except VerificationError as e:
         print(f"convbert: export failed verification: {e}")
         return 1

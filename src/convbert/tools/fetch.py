@@ -82,17 +82,27 @@ SOURCES = {
         archive_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
         subdir="minilm-l6-h384",
         members={
-            "config.json": (_MINILM + "config.json",
-                            "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
-            "model.safetensors": (_MINILM + "model.safetensors",
-                                  "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+            "config.json": (
+                _MINILM + "config.json",
+                "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            ),
+            "model.safetensors": (
+                _MINILM + "model.safetensors",
+                "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            ),
             "vocab.txt": (_MINILM + "vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
-            "tokenizer.json": (_MINILM + "tokenizer.json",
-                               "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
-            "tokenizer_config.json": (_MINILM + "tokenizer_config.json",
-                                      "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
-            "special_tokens_map.json": (_MINILM + "special_tokens_map.json",
-                                        "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+            "tokenizer.json": (
+                _MINILM + "tokenizer.json",
+                "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            ),
+            "tokenizer_config.json": (
+                _MINILM + "tokenizer_config.json",
+                "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+            ),
+            "special_tokens_map.json": (
+                _MINILM + "special_tokens_map.json",
+                "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+            ),
         },
     ),
     "vader": Source(

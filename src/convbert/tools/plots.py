@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
 from ..fileio import read_csv_rows
+from ..settings import add_command, validate
 
 
 def read_log(run_dir: Path, name: str = "log.csv") -> dict[str, list[float]]:
@@ -25,6 +27,7 @@ def read_log(run_dir: Path, name: str = "log.csv") -> dict[str, list[float]]:
 def pyplot():
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -90,8 +93,21 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
+@dataclass
+class PlotConfig:
+    run: str  # a pretraining run directory (its log.csv and eval.csv)
+    output: str | None = None  # the PNG to write (default: RUN/curves.png)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("plot", help="PNG of a pretraining run's curves")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--out", type=Path, help="default RUN_DIR/curves.png")
-    p.set_defaults(func=lambda a: print(plot_run(a.run_dir, a.out)) or 0)
+    add_command(
+        subparsers,
+        "plot",
+        PlotConfig,
+        lambda cfg: print(plot_run(cfg.run, cfg.output)),
+        help="PNG of a pretraining run's curves",
+        metavars={"run": "DIR", "output": "FILE"},
+    )
