@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from convbert.config import ConvBertConfig
-from convbert.finetuning.tasks import read_conll
+from convbert.finetuning.conll import read_conll
 from convbert.model import ConvBertModel
 from convbert.tokenizer import ConvBertTokenizer
 from convbert.tools import fetch

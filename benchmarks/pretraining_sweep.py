@@ -28,14 +28,15 @@ import torch
 from safetensors.torch import load_file
 
 from convbert.config import ConvBertConfig
-from convbert.demo import finetune_or_reuse, interval, label_subset, pretrain_or_reuse, run_jobs, write_data
+from convbert.demo import finetune_or_reuse, label_subset, pretrain_or_reuse, run_jobs, write_data
+from convbert.demo_report import interval
 from convbert.fileio import atomic_write_text
 from convbert.finetuning.config import FinetuneConfig
 from convbert.flops import pretraining_flops
 from convbert.model import ConvBertModel
+from convbert.pretraining.config import PretrainConfig
 from convbert.pretraining.data import prepare
 from convbert.pretraining.objective import generator_config
-from convbert.pretraining.recipe import PretrainConfig
 from convbert.tokenizer import ConvBertTokenizer
 from convbert.tools import corpora, fetch
 from convbert.tools.plots import read_log

@@ -23,7 +23,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from convbert import ConvBertConfig
 from convbert.fileio import atomic_write_text
-from convbert.tools.bench import Case, build_contender, make_inputs, make_step, model_flops
+from convbert.flops import model_flops
+from convbert.tools.bench_models import Case, build_contender, make_inputs, make_step
 
 CLASSES = [  # first match wins; patterns are matched against aten op names
     ("GEMM (linear, matmul)", r"addmm|^aten::mm$|bmm|matmul|linear"),

@@ -11,7 +11,7 @@ import pytest
 
 from convbert.errors import InputError
 from convbert.settings import from_args
-from convbert.tools import bench, bench_results, timing
+from convbert.tools import bench, bench_memory, bench_models, bench_results, timing
 
 pytest.importorskip("transformers")
 
@@ -26,7 +26,7 @@ def test_tiny_run_then_resume_writes_json_and_csv(tmp_path, capsys):
     grid = (
         "--presets",
         "tiny",
-        "--seq-lens",
+        "--max-lengths",
         "16",
         "--batch-sizes",
         "2",
@@ -83,8 +83,8 @@ def test_tiny_run_then_resume_writes_json_and_csv(tmp_path, capsys):
 
 
 def test_memory_probe_subprocess():
-    case = bench.Case("tiny", "train", "fp32", 16, 2)
-    mem = bench.measure_memory("ours", case, "cpu", threads=1, seed=0)
+    case = bench_models.Case("tiny", "train", "fp32", 16, 2)
+    mem = bench_memory.measure_memory("ours", case, "cpu", threads=1, seed=0)
     assert mem is not None and 0 < mem < 1000  # gradients + AdamW state of 1M parameters alone are ~12 MB
 
 
@@ -100,12 +100,12 @@ def test_bad_options_and_missing_transformers(tmp_path, monkeypatch):
 
 
 def test_memory_shortfall_scales_a_smaller_batch():
-    small = bench.Case("base", "train", "fp32", 512, 8)
+    small = bench_models.Case("base", "train", "fp32", 512, 8)
     rows = [{**asdict(small), "mem_mb": 1.0}, {**asdict(small), "seq_len": 128, "mem_mb": 1e12}]
-    assert bench.memory_shortfall(replace(small, batch=32), rows, "cpu") is None  # 4 MB fits
+    assert bench_memory.memory_shortfall(replace(small, batch=32), rows, "cpu") is None  # 4 MB fits
     rows[0]["mem_mb"] = 1e9  # 1 PB at batch 8: batch 32 cannot fit; batch 8 itself is not estimated
-    assert "GiB available" in bench.memory_shortfall(replace(small, batch=32), rows, "cpu")
-    assert bench.memory_shortfall(small, rows, "cpu") is None
+    assert "GiB available" in bench_memory.memory_shortfall(replace(small, batch=32), rows, "cpu")
+    assert bench_memory.memory_shortfall(small, rows, "cpu") is None
 
 
 def test_utilisation_is_against_the_runs_peak_gemm_rate():
@@ -142,7 +142,7 @@ def test_pretrain_step_against_the_reference_loop(tmp_path, capsys):
         "--pretrain",
         "--presets",
         "tiny",
-        "--seq-lens",
+        "--max-lengths",
         "16",
         "--batch-sizes",
         "2",

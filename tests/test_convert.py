@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from convbert.config import ConvBertConfig
 from convbert.errors import InputError
 from convbert.model import ConvBertForMaskedLM, ConvBertForPreTraining, ConvBertForSequenceClassification, ConvBertModel
-from convbert.tools import convert
+from convbert.settings import RUN_CONFIG
+from convbert.tools import convert, convert_tf1
 
 VOCAB = 500
 HEAD_SIZE_OVERRIDE = "attention_head_size" in {f.name for f in dataclasses.fields(ConvBertConfig)}
@@ -38,7 +39,7 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def tf_name(key: str, scope: str, emb: str, groups: int) -> str:
-    """Our state-dict key -> official TF1 variable name; written independently of convert.py."""
+    """Our state-dict key -> official TF1 variable name; written independently of convert_tf1.py."""
     key = key.removeprefix("convbert.")
     rules = [
         (r"embeddings\.(\w+_embeddings)\.weight", emb + r"/\1", "none"),
@@ -247,10 +248,10 @@ def test_tf1_presets_convert_exactly(tmp_path, size, preset):
     prefix = save_tf1(variables, tmp_path / "ckpt" / "model.ckpt-100")
     if size == "small" and not HEAD_SIZE_OVERRIDE:
         with pytest.raises(InputError, match="need ConvBertConfig.attention_head_size"):
-            convert.convert_tf1(prefix, tmp_path / "out", config=preset)
+            convert_tf1.convert_tf1(prefix, tmp_path / "out", config=preset)
         pytest.skip("the small generator needs ConvBertConfig.attention_head_size (a model change)")
 
-    report = convert.convert_tf1(prefix, tmp_path / "out", config=preset)
+    report = convert_tf1.convert_tf1(prefix, tmp_path / "out", config=preset)
     assert report["ignored_variables"] == 4  # global_step + 3 Adam slots
     ids, mask, types = batch()
     with torch.no_grad():
@@ -290,7 +291,7 @@ def test_tf1_missing_variable_is_named(tmp_path, small_checkpoint):
     del variables[name]
     prefix = save_tf1(variables, tmp_path / "model.ckpt")
     with pytest.raises(InputError, match=f"missing variable {name}"):
-        convert.convert_tf1(prefix, tmp_path / "out")
+        convert_tf1.convert_tf1(prefix, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -298,14 +299,14 @@ def test_tf1_wrong_shape_and_wrong_preset_are_named(tmp_path, small_checkpoint):
     variables, _ = small_checkpoint
     prefix = save_tf1(variables, tmp_path / "good" / "model.ckpt")
     with pytest.raises(InputError, match=r"attention/output/dense/kernel \(256, 256\) gives hidden_size 256.*'base'"):
-        convert.convert_tf1(prefix, tmp_path / "out", config="base")
+        convert_tf1.convert_tf1(prefix, tmp_path / "out", config="base")
     name = "electra/encoder/layer_0/attention/self/value/kernel"
     variables[name] = variables[name][:, :64]
     prefix = save_tf1(variables, tmp_path / "bad" / "model.ckpt")
     with pytest.raises(InputError, match=rf"variable {name} has shape \(256, 64\), expected \(256, 128\)"):
-        convert.convert_tf1(prefix, tmp_path / "out", config="small")
+        convert_tf1.convert_tf1(prefix, tmp_path / "out", config="small")
     with pytest.raises(InputError, match="not a readable TF checkpoint"):
-        convert.convert_tf1(tmp_path / "nothing" / "model.ckpt", tmp_path / "out")
+        convert_tf1.convert_tf1(tmp_path / "nothing" / "model.ckpt", tmp_path / "out")
 
 
 def test_tf1_discriminator_only_and_cli(tmp_path, small_checkpoint, capsys):
@@ -342,7 +343,7 @@ def test_tf1_discriminator_only_and_cli(tmp_path, small_checkpoint, capsys):
 def test_tensorflow_missing_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "tensorflow", None)
     with pytest.raises(InputError, match=r"pip install convbert\[tf\]"):
-        convert.convert_tf1(tmp_path / "model.ckpt", tmp_path / "out")
+        convert_tf1.convert_tf1(tmp_path / "model.ckpt", tmp_path / "out")
 
 
 # ------------------------------------------------------------------------------------------ HF dirs
@@ -366,7 +367,8 @@ def test_from_hf_normalises_pytorch_bin_and_to_hf_strips_our_keys(tmp_path):
     (hf / "config.json").write_text(json.dumps(hf_config), encoding="utf-8")
     torch.save(model.state_dict(), hf / "pytorch_model.bin")
     assert run_cli(["convert", "from-hf", "--model", str(hf), "--out", str(tmp_path / "ours")]) == 0
-    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["config.json", "model.safetensors", RUN_CONFIG]
+    assert json.loads((tmp_path / "ours" / RUN_CONFIG).read_text()) == {"model": str(hf), "out": str(tmp_path / "ours")}
     ours = ConvBertForSequenceClassification.from_pretrained(tmp_path / "ours")
     ids, mask, types = batch()
     with torch.no_grad():

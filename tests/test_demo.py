@@ -7,7 +7,8 @@ import re
 import torch
 
 from convbert.cli import main
-from convbert.demo import interval, label_subset
+from convbert.demo import label_subset
+from convbert.demo_report import interval
 
 
 def test_demo_tiny_budget(tmp_path, vader_dir, capsys):

@@ -19,8 +19,9 @@ from glue_fixture import N_ROWS, make_tiny_glue, tiny_tokenizer
 from convbert import ConvBertConfig
 from convbert.cli import main
 from convbert.finetuning.config import FinetuneConfig, default_epochs, resolve
+from convbert.finetuning.conll import read_conll
+from convbert.finetuning.glue import GLUE
 from convbert.finetuning.inference import head_outputs, merge_shards, shard_indices
-from convbert.finetuning.tasks import GLUE, read_conll
 from convbert.model import ConvBertForSequenceClassification, ConvBertModel
 
 CONTEXT = "john went to the big red house . the cat sat on the mat . the dog was playing in the river ."
@@ -654,8 +655,9 @@ def sentiment_1000(vader_dir, tmp_path_factory):
     ConvBERT pretrained (MLM) on the demo's VADER text for a minute. (An RTD discriminator this young is still in
     its trivial phase, every token's top-layer vector the same, and no fine-tuning recipe moves it.)"""
     from convbert.demo import label_subset, write_data
+    from convbert.pretraining.config import PretrainConfig
     from convbert.pretraining.data import prepare
-    from convbert.pretraining.recipe import PretrainConfig, pretrain
+    from convbert.pretraining.recipe import pretrain
     from convbert.tokenizer import ConvBertTokenizer
 
     root = tmp_path_factory.mktemp("sentiment")

@@ -200,7 +200,7 @@ def test_cli_preset(capsys):
 
 def test_cli_config_dir_and_conv_type(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps(ConvBertConfig.preset("tiny").to_dict()), encoding="utf-8")
-    args = parse(["flops", "--model", str(tmp_path), "--conv-type", "noconv", "--seq-len", "64"])
+    args = parse(["flops", "--model", str(tmp_path), "--conv-type", "noconv", "--max-length", "64"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "key_sepconv" not in out and "seq_len 64" in out

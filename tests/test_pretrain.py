@@ -1,6 +1,7 @@
 """ELECTRA objective and the pretraining loop: masking statistics, labels, sampling, tying, exact resume, DDP."""
 
 import importlib.util
+import json
 import math
 import os
 import signal
@@ -17,6 +18,7 @@ from scipy import stats
 
 from convbert import ConvBertConfig, ConvBertModel
 from convbert.counter_rng import uniform
+from convbert.pretraining.config import PretrainConfig
 from convbert.pretraining.data import prepare
 from convbert.pretraining.objective import (
     STATS,
@@ -27,7 +29,7 @@ from convbert.pretraining.objective import (
     max_predictions,
     sample_tokens,
 )
-from convbert.pretraining.recipe import Batches, PretrainConfig, held_out_split, pretrain
+from convbert.pretraining.recipe import Batches, held_out_split, pretrain
 from convbert.pretraining.shards import PretrainShards
 from convbert.tokenizer import ConvBertTokenizer
 from convbert.tools.fetch import read_vader
@@ -492,3 +494,15 @@ def test_non_finite_losses_skip_steps_then_stop(corpus, tmp_path, monkeypatch, c
     assert not (run / "step-00000006").exists()
     skipped = [r.split(",")[-1] for r in (run / "log.csv").read_text().splitlines()[1:]]
     assert skipped == ["0", "0", "0", "0", "1", "1"]
+
+
+def test_run_config_reruns_the_same_run(corpus, tmp_path):
+    """The resolved settings a run writes (run_config.json) read back with --config give the same run."""
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert cli(*base_args(corpus, first, 3), "model.hidden_dropout_prob=0.05", "mask_prob=0.2").wait() == 0
+    saved = json.loads((first / "run_config.json").read_text())
+    assert saved["mask_prob"] == 0.2 and saved["model"] == {"hidden_dropout_prob": 0.05} and saved["lr"] == 1e-3
+    assert cli("pretrain", "--config", str(first / "run_config.json"), f"out={again}").wait() == 0
+    assert json.loads((again / "run_config.json").read_text()) == {**saved, "out": str(again)}
+    for a, b in zip(final_weights(first), final_weights(again)):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from convbert.errors import InputError
 from convbert.pretraining.data import ExampleBuilder, prepare, register
 from convbert.pretraining.shards import PretrainShards, vocab_hash
+from convbert.settings import RUN_CONFIG
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD, CLS, SEP = 0, 2, 3
@@ -318,12 +319,14 @@ def test_cli_data_prepare(tmp_path: Path, tok_dir: Path, capsys: pytest.CaptureF
     parser = argparse.ArgumentParser(prog="convbert")
     register(parser.add_subparsers(dest="command", required=True))
     argv = ["data", "prepare", "--input", str(corpus), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "out"),
-            "--max-seq-length", "32", "--seed", "3", "--workers", "2", "--errors", "replace"]  # fmt: skip
+            "--max_seq_length", "32", "--seed", "3", "--workers", "2", "--errors", "replace"]  # fmt: skip
     args = parser.parse_args(argv)
     assert args.func(args) == 0
     ds = PretrainShards(tmp_path / "out")
     assert len(ds) > 0 and ds.manifest["seed"] == 3 and ds.manifest["max_seq_length"] == 32
     assert ds.manifest["tokenizer"]["path"] == str(tok_dir.resolve())
     assert f"{len(ds)} examples" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        parser.parse_args(["data", "prepare", "--input", str(corpus)])  # --tokenizer and --out are required
+    assert json.loads((tmp_path / "out" / RUN_CONFIG).read_text())["max_length"] == 32
+    args = parser.parse_args(["data", "prepare", "--input", str(corpus)])
+    with pytest.raises(InputError, match="--tokenizer and --out are required"):
+        args.func(args)

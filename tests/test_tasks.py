@@ -14,22 +14,16 @@ from glue_fixture import N_ROWS, PAIRS, make_tiny_glue, tiny_tokenizer
 
 from convbert import metrics
 from convbert.errors import InputError
-from convbert.finetuning.tasks import (
-    GLUE,
+from convbert.finetuning.conll import (
     IGNORE_INDEX,
-    Example,
     Sentence,
     align_predictions,
     conll_labels,
-    double_unordered,
-    encode_examples,
-    glue_task,
     read_conll,
-    read_custom,
-    read_glue,
     token_classification_features,
-    write_glue_submission,
 )
+from convbert.finetuning.glue import GLUE, double_unordered, glue_task, read_glue, write_glue_submission
+from convbert.finetuning.tasks import Example, encode_examples, read_custom
 
 
 @pytest.fixture(scope="module")

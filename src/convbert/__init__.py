@@ -12,7 +12,9 @@ from .model import (
     ConvBertModel,
     HeadOutput,
     QuestionAnsweringOutput,
+    load_model_dir,
 )
+from .tokenizer import ConvBertTokenizer
 
 __version__ = "0.1.0"
 
@@ -30,4 +32,6 @@ __all__ = [
     "ConvBertForMultipleChoice",
     "HeadOutput",
     "QuestionAnsweringOutput",
+    "load_model_dir",
+    "ConvBertTokenizer",
 ]

@@ -13,6 +13,22 @@ from .fileio import read_json_object
 CONV_TYPES = ("sdconv", "dconv", "lconv", "noconv")
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu", "tanh")
 CLASSIFIER_HEADS = ("dense", "linear")
+# the ConvBertConfig fields a BERT / ELECTRA config.json has too (same names and meaning)
+BERT_CONFIG_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
 
 
 class ConfigError(InputError):

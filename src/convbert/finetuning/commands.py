@@ -61,7 +61,8 @@ METAVARS = {
 
 def _finetune_command(cfg: FinetuneConfig) -> int:
     result = finetune(cfg)
-    write_run_config(cfg.out, cfg)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_run_config(cfg.out, cfg)
     if "summary" in result:
         print(summary_table(result["summary"]), end="")
     elif result["best"] is not None:

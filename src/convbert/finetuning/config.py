@@ -23,7 +23,8 @@ from ..settings import (
     Range,
     validate,
 )
-from .tasks import GLUE, IGNORE_INDEX
+from .conll import IGNORE_INDEX
+from .glue import GLUE
 
 SEQUENCE, TOKEN, QA = "sequence", "token", "qa"
 TASKS = (*GLUE, "custom", "ner", "squad", "squad_v2")

@@ -15,18 +15,12 @@ from ..errors import InputError
 from ..tokenizer import ConvBertTokenizer
 from ..train_utils import setup_distributed
 from .config import INPUTS, QA, SEQUENCE, TOKEN, EvaluateConfig, Outputs, PredictConfig, resolve, task_kind
+from .conll import Sentence, align_predictions, token_classification_features
+from .glue import GLUE
 from .inference import HEAD_BY_KIND, evaluate_splits, head_outputs, load_head, run_rows, torch_runner
 from .squad import SquadExample, postprocess, prepare_features
 from .task_data import load_task, sequence_records, write_jsonl
-from .tasks import (
-    GLUE,
-    Sentence,
-    align_predictions,
-    encode_examples,
-    read_custom,
-    read_records,
-    token_classification_features,
-)
+from .tasks import encode_examples, read_custom, read_records
 
 log = logging.getLogger(__name__)
 

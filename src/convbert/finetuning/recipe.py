@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune (once per seed), keep the best epoch, write OUT atomically; returns metrics.json (or the
     aggregate over seeds)."""
-    if cfg.out is None:
-        raise InputError("--out is required")
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
         raise InputError(f"{out} exists and is not empty; pass --overwrite to replace it")

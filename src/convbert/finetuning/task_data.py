@@ -18,6 +18,8 @@ from ..fileio import atomic_write_text
 from ..metrics import classification_metrics, entity_f1, glue_metrics, regression_metrics, squad_evaluate
 from ..tokenizer import ConvBertTokenizer
 from .config import GLUE_MAIN, INPUTS, QA, SEQUENCE, TOKEN, FinetuneConfig, Outputs, TaskConfig, task_kind
+from .conll import Sentence, TokenFeatures, align_predictions, conll_labels, read_conll, token_classification_features
+from .glue import GLUE, double_unordered, glue_task, read_glue, write_glue_submission
 from .squad import (
     SquadExample,
     SquadFeatures,
@@ -27,23 +29,7 @@ from .squad import (
     read_squad,
     write_predictions,
 )
-from .tasks import (
-    GLUE,
-    Example,
-    Features,
-    Sentence,
-    TokenFeatures,
-    align_predictions,
-    conll_labels,
-    double_unordered,
-    encode_examples,
-    glue_task,
-    read_conll,
-    read_custom,
-    read_glue,
-    token_classification_features,
-    write_glue_submission,
-)
+from .tasks import Example, Features, encode_examples, read_custom
 
 log = logging.getLogger(__name__)
 

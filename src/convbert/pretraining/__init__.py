@@ -1,1 +1,1 @@
-"""Pretraining: shards (data), the ELECTRA/MLM objective, and the training recipe."""
+"""Pretraining: text -> shards (data, inputs, shards), the ELECTRA/MLM objective, its settings and the training loop."""

@@ -428,7 +428,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Tokenise text files (a sentence per line, blank line between documents) or JSONL "
         "files (.jsonl/.json, a document per line) into [CLS] A [SEP] B [SEP] examples, "
         "written as uint16 memmap shards plus manifest.json.",
-        aliases={"max_length": ["--max-seq-length", "--max_seq_length"], "out": ["--output_dir"]},
+        aliases={"max_length": ["--max_seq_length"], "out": ["--output_dir"]},
         metavars={"input": "FILE", "tokenizer": "DIR", "out": "DIR"},
     )
 

@@ -32,8 +32,9 @@ from ..config import ConvBertConfig
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..flops import forward_flops_per_token
+from ..pretraining.config import RECIPE
 from ..pretraining.objective import ElectraPretrainer, example_keys, generator_config, max_predictions
-from ..pretraining.recipe import RECIPE, apply_gradients
+from ..pretraining.recipe import apply_gradients
 from ..train_utils import autocast, grad_scaler, make_optimizer
 from .timing import gemm_gflops, paired_ratio, rescale_utilisation, run_meta, timed
 

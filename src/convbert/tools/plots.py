@@ -1,4 +1,4 @@
-"""`convbert plot RUN_DIR`: PNG of a pretraining run's curves (needs matplotlib: `pip install convbert[plot]`)."""
+"""`convbert plot --run DIR`: PNG of a pretraining run's curves (needs matplotlib: `pip install convbert[plot]`)."""
 
 from __future__ import annotations
 
