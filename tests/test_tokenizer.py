@@ -10,6 +10,7 @@ import itertools
 import json
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -190,6 +191,23 @@ def test_train_save_reload_matches_transformers(tmp_path, sentences):
     reloaded_hf = AutoTokenizer.from_pretrained(str(out))
     assert reloaded_hf(held_out)["input_ids"] == expected
     assert reloaded_hf.pad_token_id == 0 and reloaded_hf.mask_token_id == tok.mask_token_id
+
+
+def test_training_gives_the_same_vocab_in_every_process(tmp_path, sentences):
+    """`tokenizers` numbers tied `##` pieces in hash order (huggingface/tokenizers#1794), which differs between
+    processes; the canonical id order makes a vocab a function of the text alone (here: no tied merge at the cut)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    code = (
+        "import sys; from convbert.tokenizer import ConvBertTokenizer; "
+        "ConvBertTokenizer.train([sys.argv[1]], vocab_size=1000).save_pretrained(sys.argv[2])"
+    )
+    for i in range(3):
+        subprocess.run([sys.executable, "-c", code, str(corpus), str(tmp_path / f"tok{i}")], check=True)
+    vocabs = [(tmp_path / f"tok{i}" / "vocab.txt").read_text(encoding="utf-8") for i in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    pieces = vocabs[0].split("\n")[5:-1]
+    assert pieces == sorted(pieces, key=lambda p: (0 if len(p) == 1 else 1 if len(p) == 3 and p[:2] == "##" else 2, p))
 
 
 def test_cli_train_cased_round_trip(tmp_path, sentences):

@@ -26,6 +26,18 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
 
 
+def canonical_vocab(vocab: dict[str, int], special_tokens: Sequence[str]) -> dict[str, int]:
+    """The trained vocab with ids in an order fixed by its tokens alone: the special tokens, single characters,
+    `##` characters, then the rest, each sorted. `tokenizers` numbers tied pieces in hash order, which changes
+    from process to process; WordPiece looks pieces up by text, so the order carries no meaning."""
+
+    def rank(piece: str) -> tuple[int, str]:
+        return (0 if len(piece) == 1 else 1 if len(piece) == 3 and piece.startswith("##") else 2), piece
+
+    rest = sorted(set(vocab) - set(special_tokens), key=rank)
+    return {p: i for i, p in enumerate([*special_tokens, *rest])}
+
+
 class ConvBertTokenizer:
     """BERT WordPiece tokenizer: BertNormalizer, BertPreTokenizer, WordPiece (`##`, [UNK]),
     `[CLS] A [SEP] (B [SEP])` with type ids 0/1, WordPiece decoder."""
@@ -127,6 +139,9 @@ class ConvBertTokenizer:
             backend.train([str(f) for f in files], trainer)
         except Exception as e:  # tokenizers reports unreadable input (e.g. not UTF-8) as a bare Exception
             raise InputError(f"cannot train on {', '.join(map(str, files))}: {e}") from e
+        backend.model = WordPiece(
+            canonical_vocab(backend.get_vocab(), special_tokens), unk_token=UNK, continuing_subword_prefix="##"
+        )
         return cls(
             backend,
             do_lower_case=do_lower_case,
