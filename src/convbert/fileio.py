@@ -28,6 +28,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True, keep_existing: bool = F
         if keep_existing and path.is_dir():
             shutil.copytree(path, tmp, dirs_exist_ok=True)
         yield tmp
+        _honour_umask(tmp)
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"{path} already exists")
@@ -42,11 +43,28 @@ def atomic_dir(path: str | Path, overwrite: bool = True, keep_existing: bool = F
         raise
 
 
+def _honour_umask(root: Path) -> None:
+    """Modes as open()/mkdir() would give them: mkdtemp makes 0700 and some writers (safetensors) 0600."""
+    umask = current_umask()
+    for p in [root, *root.rglob("*")]:
+        if not p.is_symlink():
+            full = 0o777 if p.is_dir() or os.stat(p).st_mode & 0o111 else 0o666
+            os.chmod(p, full & ~umask)
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        os.chmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
