@@ -65,7 +65,7 @@ def naive_grouped_linear(layer, x):
 
 
 def naive_encoder(model, input_ids, attention_mask=None, token_type_ids=None):
-    """Same result as `model(input_ids, attention_mask, token_type_ids)` for a ConvBertModel."""
+    """Same result as `model(input_ids, attention_mask, token_type_ids).last_hidden_state` for a ConvBertModel."""
     c = model.config
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)

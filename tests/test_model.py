@@ -73,7 +73,7 @@ def outputs(model, name, inputs, ours: bool):
     with torch.no_grad():
         out = model(ids, attention_mask=mask, token_type_ids=types)
     if name == "ConvBertModel":
-        return out if ours else out.last_hidden_state
+        return out.last_hidden_state
     if name == "ConvBertForQuestionAnswering":
         return torch.stack([out.start_logits, out.end_logits], -1)
     return out.logits
@@ -145,7 +145,7 @@ def test_linear_classifier_head_and_what_transformers_does_with_it(tmp_path):
     assert w.abs().max() <= bound and w.std() > 0.5 * bound / 3**0.5, "glorot-uniform, not N(0, 0.02)"
     ids, mask, types = batch()
     with torch.no_grad():
-        h = model.convbert(ids, mask, types)[:, 0]
+        h = model.convbert(ids, mask, types).last_hidden_state[:, 0]
         assert torch.allclose(model(ids, mask, types).logits, model.classifier["out_proj"](h), atol=1e-6)
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["classifier_head"] == "linear"
@@ -267,7 +267,7 @@ def test_noconv_head_ratio_1_computes_electra(tmp_path):
     ids, mask, types = batch()
     with torch.no_grad():
         ref = electra(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-        assert (ours(ids, mask, types) - ref).abs().max() <= 1e-5
+        assert (ours(ids, mask, types).last_hidden_state - ref).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("conv_type", ["sdconv", "dconv", "lconv", "noconv"])
@@ -278,7 +278,8 @@ def test_every_conv_type_matches_naive_reference(conv_type, mask_conv_padding):
     model = convbert.ConvBertModel(c).eval()
     ids, mask, types = batch()
     with torch.no_grad():
-        assert (model(ids, mask, types) - naive_encoder(model, ids, mask, types)).abs().max() <= 1e-5
+        got = model(ids, mask, types).last_hidden_state
+        assert (got - naive_encoder(model, ids, mask, types)).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("conv_type", ["sdconv", "dconv", "lconv", "noconv"])
@@ -308,8 +309,8 @@ def padded_vs_unpadded(mask_conv_padding: bool) -> float:
     padded = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], 1)
     mask = (padded != 0).long()
     with torch.no_grad():
-        a = model(ids)
-        b = model(padded, mask)[:, :10]
+        a = model(ids).last_hidden_state
+        b = model(padded, mask).last_hidden_state[:, :10]
     return (a - b).abs().max().item()
 
 
@@ -348,7 +349,7 @@ def test_gradients_match_naive_reference(conv_type):
     ids, mask, types = batch()
     weight = torch.randn(*ids.shape, c.hidden_size, generator=torch.Generator().manual_seed(3))
     grads = []
-    for forward in (model, lambda *a: naive_encoder(model, *a)):
+    for forward in (lambda *a: model(*a).last_hidden_state, lambda *a: naive_encoder(model, *a)):
         model.zero_grad()
         (forward(ids, mask, types) * weight).sum().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})

@@ -171,7 +171,7 @@ def test_embeddings_are_tied_and_labels_are_built_from_samples():
     selected = selected_of(m)
     assert torch.equal(corrupted[~selected], ids[~selected]), "only masked positions are replaced"
     # the samples are the generator's, drawn from its distribution at the masked positions
-    h = model.generator.convbert(m.masked_ids, mask, torch.zeros_like(ids))
+    h = model.generator.convbert(m.masked_ids, mask, torch.zeros_like(ids)).last_hidden_state
     log_probs = model.generator.predict(h).log_softmax(-1)
     drawn = sample_tokens(log_probs.gather(1, m.positions[..., None].expand(-1, -1, 60)), keys, m.positions)
     assert torch.equal(corrupted.gather(1, m.positions)[m.weights], drawn[m.weights])

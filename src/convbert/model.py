@@ -3,17 +3,21 @@
 The math is transformers' `modeling_convbert.py` (= the official TF code for head_ratio 2), computed
 without its `unfold` buffer and transposes; parameter names match transformers' state-dict keys.
 Shapes: B batch, T length, d hidden, E embedding, Hn attention heads (= conv heads), hs head size,
-A = Hn * hs (the bottleneck width, d / 2), K kernel size, V vocabulary.
+A = Hn * hs (the bottleneck width, d / 2), K kernel size, V vocabulary, L layers.
+Every model returns a dataclass of named outputs (transformers' field names): the encoder `EncoderOutput`,
+the heads `HeadOutput` / `QuestionAnsweringOutput`, with the encoder's `hidden_states` / `attentions` when asked.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from . import counter_rng, hub
 from .config import ConvBertConfig
@@ -29,17 +33,40 @@ ACT = {
 
 
 @dataclass
-class HeadOutput:
-    logits: Tensor
-    loss: Tensor | None = None
+class ModelOutput:
+    """Named outputs, as transformers' ModelOutput: `out.logits`, `out["logits"]`, and `out[i]` / `to_tuple()`
+    over the fields that are not None, in field order."""
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v for v in (getattr(self, f.name) for f in fields(self)) if v is not None)
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
 
 
 @dataclass
-class QuestionAnsweringOutput:
-    logits: Tensor  # (B, T, 2): start and end logits
-    start_logits: Tensor  # (B, T)
-    end_logits: Tensor  # (B, T)
+class EncoderOutput(ModelOutput):
+    last_hidden_state: Tensor | None = None  # (B, T, d)
+    hidden_states: tuple[Tensor, ...] | None = None  # L + 1 of (B, T, d): the (projected) embeddings, each layer
+    attentions: tuple[Tensor, ...] | None = None  # L of (B, Hn, T, T): the self-attention heads' probabilities
+
+
+@dataclass
+class HeadOutput(ModelOutput):
     loss: Tensor | None = None
+    logits: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None  # the encoder's, with output_hidden_states
+    attentions: tuple[Tensor, ...] | None = None  # the encoder's, with output_attentions
+
+
+@dataclass
+class QuestionAnsweringOutput(ModelOutput):
+    loss: Tensor | None = None
+    start_logits: Tensor | None = None  # (B, T)
+    end_logits: Tensor | None = None  # (B, T)
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+    logits: Tensor | None = None  # (B, T, 2): start and end logits (last: not in transformers' tuple)
 
 
 # ------------------------------------------------------------------------------------------ blocks
@@ -66,14 +93,10 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.embedding_size, eps=c.layer_norm_eps)
         self.dropout = Dropout(c.hidden_dropout_prob)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
-        T = input_ids.shape[1]
-        positions = torch.arange(T, device=input_ids.device)
-        x = (
-            self.word_embeddings(input_ids)
-            + self.position_embeddings(positions)
-            + self.token_type_embeddings(token_type_ids)
-        )  # (B, T, E)
+    def forward(self, input_ids: Tensor | None, token_type_ids: Tensor, inputs_embeds: Tensor | None = None) -> Tensor:
+        words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, E)
+        positions = torch.arange(words.shape[1], device=words.device)
+        x = words + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)  # (B, T, E)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -166,8 +189,11 @@ class MixedAttention(nn.Module):
         if c.conv_type != "noconv":
             self.conv_out_layer = nn.Linear(d, A)  # the conv branch's value projection
 
-    def forward(self, x: Tensor, mask: Tensor | None, conv_mask: Tensor | None) -> Tensor:
-        """x (B, T, d); mask (B, 1, 1, T) bool, True = attend; conv_mask (B, T, 1) zeroes pads or None."""
+    def forward(
+        self, x: Tensor, mask: Tensor | None, conv_mask: Tensor | None, output_attentions: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, d); mask (B, 1, 1, T) bool, True = attend; conv_mask (B, T, 1) zeroes pads or None.
+        -> (B, T, d), and with output_attentions the attention probabilities (B, Hn, T, T) after dropout."""
         B, T, _ = x.shape
         Hn, hs = self.heads, self.head_size
         q = self.query(x)  # (B, T, A)
@@ -175,16 +201,23 @@ class MixedAttention(nn.Module):
         v = self.value(x).view(B, T, Hn, hs).transpose(1, 2)
         qh = q.view(B, T, Hn, hs).transpose(1, 2)
         p = self.dropout_p if self.training else 0.0
-        if p and _compiling_on_cpu(x):  # the math SDPA runs with dropout anyway, here with a fused hashed mask
+        probs = None
+        # Explicit probabilities to return them, or compiled for a CPU with dropout: the math SDPA runs then
+        # anyway, here with a fused hashed mask.
+        if output_attentions or (p and _compiling_on_cpu(x)):
             scores = (qh @ k.transpose(-1, -2)) * hs**-0.5  # (B, Hn, T, T)
             if mask is not None:
                 scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            ctx = counter_rng.dropout(scores.softmax(-1), p) @ v
+            probs = scores.softmax(-1)
+            if p:
+                probs = counter_rng.dropout(probs, p) if _compiling_on_cpu(x) else F.dropout(probs, p)
+            ctx = probs @ v
         else:
             ctx = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, dropout_p=p)
         ctx = ctx.transpose(1, 2)  # (B, T, Hn, hs)
+        probs = probs if output_attentions else None
         if self.conv_type == "noconv":
-            return ctx.reshape(B, T, Hn * hs)
+            return ctx.reshape(B, T, Hn * hs), probs
 
         xc = x if conv_mask is None else x * conv_mask
         if self.conv_type == "sdconv":
@@ -198,7 +231,7 @@ class MixedAttention(nn.Module):
         if conv_mask is not None:
             vc = vc * conv_mask
         conv = lightweight_conv(vc.view(B, T, Hn, hs), kernel)  # (B, T, Hn, hs)
-        return torch.cat([ctx, conv], dim=2).view(B, T, 2 * Hn * hs)  # attention heads first, then conv
+        return torch.cat([ctx, conv], dim=2).view(B, T, 2 * Hn * hs), probs  # attention heads first, then conv
 
 
 class GroupedLinear(nn.Module):
@@ -243,9 +276,12 @@ class Layer(nn.Module):
         self.output = DenseAddNorm(c.intermediate_size, d, c.num_groups, c)
         self.act = ACT[c.hidden_act]
 
-    def forward(self, x: Tensor, mask: Tensor | None, conv_mask: Tensor | None) -> Tensor:  # (B, T, d)
-        h = self.attention["output"](self.attention["self"](x, mask, conv_mask), x)
-        return self.output(self.act(self.intermediate["dense"](h)), h)  # (B, T, d)
+    def forward(
+        self, x: Tensor, mask: Tensor | None, conv_mask: Tensor | None, output_attentions: bool = False
+    ) -> tuple[Tensor, Tensor | None]:  # (B, T, d), and the attention probabilities (B, Hn, T, T) or None
+        a, probs = self.attention["self"](x, mask, conv_mask, output_attentions)
+        h = self.attention["output"](a, x)
+        return self.output(self.act(self.intermediate["dense"](h)), h), probs  # (B, T, d)
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -288,13 +324,29 @@ class PreTrained(nn.Module):
     def from_pretrained(cls, model_dir: str | Path, output_loading_info: bool = False, **config_overrides):
         return hub.from_pretrained(cls, model_dir, output_loading_info=output_loading_info, **config_overrides)
 
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        """In train mode, recompute each encoder layer in the backward pass instead of keeping its activations
+        (torch.utils.checkpoint, non-reentrant unless the kwargs say otherwise), as in transformers."""
+        for m in self.modules():
+            if isinstance(m, ConvBertModel):
+                m.gradient_checkpointing = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+
+    def gradient_checkpointing_disable(self) -> None:
+        for m in self.modules():
+            if isinstance(m, ConvBertModel):
+                m.gradient_checkpointing = None
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(isinstance(m, ConvBertModel) and m.gradient_checkpointing is not None for m in self.modules())
+
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
 
 class ConvBertModel(PreTrained):
-    """The bare encoder: (input_ids, attention_mask, token_type_ids) -> last hidden state (B, T, d)."""
+    """The bare encoder: (input_ids, attention_mask, token_type_ids) -> EncoderOutput, last_hidden_state (B, T, d)."""
 
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
@@ -303,20 +355,33 @@ class ConvBertModel(PreTrained):
             self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
         self.encoder = nn.Module()
         self.encoder.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing: dict[str, Any] | None = None  # checkpoint()'s kwargs while enabled
         self.init_weights()
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
-        B, T = input_ids.shape
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> EncoderOutput:
+        """input_ids (B, T), or inputs_embeds (B, T, E) in place of the word-embedding lookup; attention_mask
+        (B, T), 1 = real token, 0 = pad; token_type_ids (B, T), default 0."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise InputError("give exactly one of input_ids and inputs_embeds")
+        B, T = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
         if T > self.config.max_position_embeddings:
             raise InputError(
                 f"sequence length {T} exceeds max_position_embeddings "
                 f"{self.config.max_position_embeddings}; truncate the input"
             )
         if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
+            device = (input_ids if input_ids is not None else inputs_embeds).device
+            token_type_ids = torch.zeros(B, T, dtype=torch.long, device=device)
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)  # (B, T, E)
         if hasattr(self, "embeddings_project"):
             x = self.embeddings_project(x)  # (B, T, d)
         mask = conv_mask = None
@@ -325,9 +390,20 @@ class ConvBertModel(PreTrained):
             mask = keep[:, None, None, :]  # (B, 1, 1, T)
             if self.config.mask_conv_padding:
                 conv_mask = keep[..., None].to(x.dtype)  # (B, T, 1)
+        hidden = [x] if output_hidden_states else None  # kept only when asked (inference holds one layer's)
+        attentions = [] if output_attentions else None
         for layer in self.encoder.layer:
-            x = layer(x, mask, conv_mask)
-        return x
+            if self.gradient_checkpointing is not None and self.training:
+                x, probs = checkpoint(layer, x, mask, conv_mask, output_attentions, **self.gradient_checkpointing)
+            else:
+                x, probs = layer(x, mask, conv_mask, output_attentions)
+            if hidden is not None:
+                hidden.append(x)
+            if attentions is not None:
+                attentions.append(probs)
+        return EncoderOutput(
+            x, None if hidden is None else tuple(hidden), None if attentions is None else tuple(attentions)
+        )
 
 
 class ConvBertForMaskedLM(PreTrained):
@@ -357,14 +433,26 @@ class ConvBertForMaskedLM(PreTrained):
 
     def forward(
         self,
-        input_ids: Tensor,
+        input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         labels: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> HeadOutput:
-        logits = self.predict(self.convbert(input_ids, attention_mask, token_type_ids))  # (B, T, V)
+        enc = self.convbert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.predict(enc.last_hidden_state)  # (B, T, V)
         loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-        return HeadOutput(logits, loss)
+        return HeadOutput(loss, logits, enc.hidden_states, enc.attentions)
 
 
 class ConvBertForPreTraining(PreTrained):
@@ -383,14 +471,26 @@ class ConvBertForPreTraining(PreTrained):
 
     def forward(
         self,
-        input_ids: Tensor,
+        input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         labels: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> HeadOutput:
-        h = self.convbert(input_ids, attention_mask, token_type_ids)
+        enc = self.convbert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
         p = self.discriminator_predictions
-        logits = p["dense_prediction"](ACT[self.config.hidden_act](p["dense"](h))).squeeze(-1)  # (B, T)
+        h = ACT[self.config.hidden_act](p["dense"](enc.last_hidden_state))
+        logits = p["dense_prediction"](h).squeeze(-1)  # (B, T)
         loss = None
         if labels is not None:  # BCE averaged over real (non-pad) tokens
             bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
@@ -399,7 +499,7 @@ class ConvBertForPreTraining(PreTrained):
                 if attention_mask is None
                 else (bce * attention_mask).sum() / attention_mask.sum().clamp(min=1)
             )
-        return HeadOutput(logits, loss)
+        return HeadOutput(loss, logits, enc.hidden_states, enc.attentions)
 
 
 def classification_loss(config: ConvBertConfig, logits: Tensor, labels: Tensor) -> Tensor:
@@ -447,17 +547,30 @@ class ConvBertForSequenceClassification(PreTrained):
 
     def forward(
         self,
-        input_ids: Tensor,
+        input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         labels: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> HeadOutput:
+        enc = self.convbert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
         c = self.classifier
-        x = c["dropout"](self.convbert(input_ids, attention_mask, token_type_ids)[:, 0])  # (B, d)
+        x = c["dropout"](enc.last_hidden_state[:, 0])  # (B, d)
         if "dense" in c:
             x = c["dropout"](ACT[self.config.hidden_act](c["dense"](x)))
         logits = c["out_proj"](x)  # (B, num_labels)
-        return HeadOutput(logits, None if labels is None else classification_loss(self.config, logits, labels))
+        loss = None if labels is None else classification_loss(self.config, logits, labels)
+        return HeadOutput(loss, logits, enc.hidden_states, enc.attentions)
 
 
 class ConvBertForTokenClassification(PreTrained):
@@ -471,15 +584,27 @@ class ConvBertForTokenClassification(PreTrained):
 
     def forward(
         self,
-        input_ids: Tensor,
+        input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         labels: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> HeadOutput:
         """labels (B, T) with -100 on positions to ignore (pads, non-first subwords)."""
-        logits = self.classifier(self.dropout(self.convbert(input_ids, attention_mask, token_type_ids)))
+        enc = self.convbert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(self.dropout(enc.last_hidden_state))  # (B, T, num_labels)
         loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-        return HeadOutput(logits, loss)  # logits (B, T, num_labels)
+        return HeadOutput(loss, logits, enc.hidden_states, enc.attentions)
 
 
 class ConvBertForQuestionAnswering(PreTrained):
@@ -491,13 +616,25 @@ class ConvBertForQuestionAnswering(PreTrained):
 
     def forward(
         self,
-        input_ids: Tensor,
+        input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         start_positions: Tensor | None = None,
         end_positions: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> QuestionAnsweringOutput:
-        logits = self.qa_outputs(self.convbert(input_ids, attention_mask, token_type_ids))  # (B, T, 2)
+        enc = self.convbert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.qa_outputs(enc.last_hidden_state)  # (B, T, 2)
         start, end = logits[..., 0], logits[..., 1]
         loss = None
         if start_positions is not None and end_positions is not None:
@@ -506,7 +643,7 @@ class ConvBertForQuestionAnswering(PreTrained):
             loss = (
                 F.cross_entropy(start.float(), s, ignore_index=T) + F.cross_entropy(end.float(), e, ignore_index=T)
             ) / 2
-        return QuestionAnsweringOutput(logits, start, end, loss)
+        return QuestionAnsweringOutput(loss, start, end, enc.hidden_states, enc.attentions, logits)
 
 
 class ConvBertForMultipleChoice(PreTrained):
@@ -520,17 +657,34 @@ class ConvBertForMultipleChoice(PreTrained):
 
     def forward(
         self,
-        input_ids: Tensor,
+        input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         labels: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> HeadOutput:
-        """input_ids (B, C, T); labels (B,) the index of the right choice."""
-        B, C, T = input_ids.shape
-        flat = [None if t is None else t.reshape(B * C, T) for t in (attention_mask, token_type_ids)]
-        h = self.convbert(input_ids.reshape(B * C, T), *flat)  # (B*C, T, d)
-        logits = self.classifier(h[:, -1]).view(B, C)
-        return HeadOutput(logits, None if labels is None else F.cross_entropy(logits.float(), labels))
+        """input_ids (B, C, T) or inputs_embeds (B, C, T, E); labels (B,) the index of the right choice.
+        hidden_states and attentions are the encoder's, over the B * C flattened sequences."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise InputError("give exactly one of input_ids and inputs_embeds")
+        B, C, T = (input_ids if input_ids is not None else inputs_embeds).shape[:3]
+        ids, mask, types = (
+            None if t is None else t.reshape(B * C, T) for t in (input_ids, attention_mask, token_type_ids)
+        )
+        enc = self.convbert(
+            ids,
+            mask,
+            types,
+            inputs_embeds=None if inputs_embeds is None else inputs_embeds.flatten(0, 1),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(enc.last_hidden_state[:, -1]).view(B, C)  # from (B*C, T, d)
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        return HeadOutput(loss, logits, enc.hidden_states, enc.attentions)
 
 
 HEADS: dict[str, type[PreTrained]] = {
@@ -549,7 +703,7 @@ HEADS: dict[str, type[PreTrained]] = {
 
 def load_model_dir(model_dir: str | Path) -> PreTrained:
     """The head class named by config.json `architectures` (default ConvBertModel), loaded from the dir."""
-    model_dir = Path(model_dir)
+    model_dir = hub.resolve_dir(model_dir)
     if not (model_dir / "config.json").is_file():
         raise InputError(f"{model_dir}: not a model directory (no config.json)")
     config = ConvBertConfig.from_json_file(model_dir / "config.json")

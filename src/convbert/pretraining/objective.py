@@ -176,7 +176,7 @@ class ElectraPretrainer(nn.Module):
         """input_ids, attention_mask, token_type_ids (B, T); keys (B,) from `example_keys`."""
         m = mask_tokens(input_ids, self.special, self.mask_id, keys, self.mask_prob)
         gen = self.generator
-        h = gen.convbert(m.masked_ids, attention_mask, token_type_ids)  # (B, T, d_gen)
+        h = gen.convbert(m.masked_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, d_gen)
         h = h.gather(1, m.positions.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (B, P, d_gen): the slots only
         targets = input_ids.gather(1, m.positions)  # (B, P)
         log_probs, target_lp, top = mlm_scores(gen.predict(h).float(), targets)  # (B, P, V), (B, P), (B, P)

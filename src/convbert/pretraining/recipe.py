@@ -378,7 +378,7 @@ def evaluate(
                 logits.append(out.disc_logits[real].float().cpu())
                 labels.append(out.replaced[real].cpu())
             if i < COSINE_EXAMPLES:
-                cos.append(token_cosine(encoder(ids, mask, types).float(), mask).cpu())
+                cos.append(token_cosine(encoder(ids, mask, types).last_hidden_state.float(), mask).cpu())
     model.train(was_training)
     counts = dict(zip(STATS, stats.tolist()))
     rates = summarize(counts)

@@ -62,11 +62,13 @@ def build_contender(role: str, preset: str, seed: int) -> Contender:
     torch.manual_seed(seed)
     if role in ("ours", "ours-compiled"):
         model = ConvBertModel(config)
-        name = "convbert (ours)"
-        if role == "ours-compiled":
-            compiled = torch.compile(model, dynamic=False)
-            return Contender(role, "convbert (ours, compiled)", model, compiled, config, _n_params(model))
-        return Contender(role, name, model, model, config, _n_params(model))
+        forward = torch.compile(model, dynamic=False) if role == "ours-compiled" else model
+        name = "convbert (ours, compiled)" if role == "ours-compiled" else "convbert (ours)"
+
+        def ours(ids: Tensor, mask: Tensor, types: Tensor) -> Tensor:
+            return forward(ids, mask, types).last_hidden_state
+
+        return Contender(role, name, model, ours, config, _n_params(model))
     tf = require_transformers()
     if role == "hf-convbert":
         model = tf.ConvBertModel(

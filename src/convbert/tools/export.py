@@ -63,8 +63,8 @@ class _Graph(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> tuple[Tensor, ...]:
         out = self.model(input_ids, attention_mask, token_type_ids)
-        if isinstance(out, Tensor):
-            return (out,)
+        if isinstance(self.model, ConvBertModel):
+            return (out.last_hidden_state,)
         if isinstance(self.model, ConvBertForQuestionAnswering):
             return out.start_logits, out.end_logits
         return (out.logits,)
@@ -194,7 +194,8 @@ def verify_onnx(model: PreTrained, onnx_model: bytes) -> list[dict[str, Any]]:
 def export_onnx(
     model_dir: str | Path, out_path: str | Path, opset: int | None = None, verify: bool = True
 ) -> dict[str, Any]:
-    """Export the model dir's head (config.json `architectures`) to one .onnx file; returns a report.
+    """Export the model dir's (or hub id's, see `hub.resolve_dir`) head (config.json `architectures`) to one
+    .onnx file; returns a report.
 
     With verify, ONNX Runtime and PyTorch run the same padded batches at shapes other than the traced one and
     the file is written only if every output agrees within TOLERANCE (else VerificationError).
@@ -248,7 +249,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 @dataclass
 class ExportConfig:
-    model: str  # model directory (config.json + weights)
+    model: str  # model directory (config.json + weights) or hub id (org/name[@revision])
     output: str  # the .onnx file to write
     opset: PositiveInt = DEFAULT_OPSET  # ONNX opset
     verify: bool = True  # ONNX Runtime must reproduce PyTorch before the file is written
@@ -270,7 +271,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export any head in --model to one .onnx file with dynamic batch and sequence axes; "
         f"unless --no-verify, ONNX Runtime must reproduce PyTorch within {TOLERANCE} on padded "
         "batches of other shapes before the file is written. Needs pip install convbert[onnx].",
-        metavars={"model": "DIR", "output": "FILE"},
+        metavars={"model": "DIR|ID", "output": "FILE"},
     )
 
 
