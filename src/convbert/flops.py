@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from .config import ConvBertConfig
 from .errors import InputError
+from .hub import CONFIG_FILES, resolve_dir
 from .settings import PositiveInt, add_command, validate
 
 LAYER_NORM, GELU, SOFTMAX, DROPOUT = 5, 8, 5, 4  # FLOPs per element (ELECTRA's constants)
@@ -197,8 +197,8 @@ def paper_comparison() -> list[tuple[str, float, float]]:
 # ---------------------------------------------------------------- CLI
 @dataclass
 class FlopsConfig:
-    preset: str | None = None  # model size, e.g. small, medium-small, base
-    model: str | None = None  # a model dir or its config.json, instead of --preset
+    preset: str | None = None  # model size: small, medium-small, base, mini or tiny
+    model: str | None = None  # a model dir, its config.json or a hub id (org/name[@revision]), instead of --preset
     paper: bool = False  # compare with the paper's Table 3 training FLOPs
     generator: str | None = None  # generator preset for the pretraining cost (default: none, plain MLM)
     conv_type: Literal["sdconv", "dconv", "lconv", "noconv"] | None = None  # override conv_type
@@ -222,7 +222,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="parameter and FLOP counts of a model size",
         description="Analytic parameter and FLOP counts (ELECTRA's counting convention).",
         aliases={"max_length": ["--max_seq_length"]},
-        metavars={"model": "DIR"},
+        metavars={"model": "DIR|ID"},
     )
 
 
@@ -236,7 +236,7 @@ def run(cfg: FlopsConfig) -> int:
     if cfg.preset:
         config = ConvBertConfig.preset(cfg.preset)
     else:
-        path = Path(cfg.model)
+        path = resolve_dir(cfg.model, CONFIG_FILES)
         config = ConvBertConfig.from_json_file(path / "config.json" if path.is_dir() else path)
     if cfg.conv_type:
         config = config.replace(conv_type=cfg.conv_type)

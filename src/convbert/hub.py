@@ -1,5 +1,8 @@
 """Model directories in the Hugging Face layout: config.json + model.safetensors (+ tokenizer files).
 
+`resolve_dir` turns a hub id (`org/name`, `name`, either with `@revision`) into its directory in the Hugging Face
+cache (`pip install convbert[hub]`), so every `from_pretrained`, `--model` and `--tokenizer` also takes one.
+
 Weights keep transformers' key names, so `transformers.ConvBertModel.from_pretrained(our_dir)` and
 our `from_pretrained(their_dir)` both work. Loading never unpickles: safetensors, or a
 `pytorch_model.bin` read with `torch.load(weights_only=True)`.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,63 @@ HEAD_PREFIXES = (
     "sequence_summary.",
 )
 IGNORED_SUFFIXES = ("position_ids", "embeddings.token_type_ids")  # non-persistent buffers in old checkpoints
+
+# what resolve_dir fetches of a hub repo (snapshot_download allow_patterns)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+CONFIG_FILES = ("config.json",)
+MODEL_FILES = (*CONFIG_FILES, "*.safetensors", "pytorch_model.bin", *TOKENIZER_FILES)
+# `name` or `org/name` as the hub spells them (letters, digits, `_.-`, no `--` or `..`), then optional `@revision`
+_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+HUB_ID = re.compile(rf"(?P<repo>(?:{_NAME}/)?{_NAME})(?:@(?P<revision>[^\s@]+))?")
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")  # an access token, should a hub error message ever quote one
+
+
+def parse_hub_id(text: str) -> tuple[str, str | None] | None:
+    """(repo id, revision or None) if `text` looks like a hub id, else None."""
+    m = HUB_ID.fullmatch(text)
+    if m is None or "--" in m["repo"] or ".." in m["repo"] or len(m["repo"]) > 96:
+        return None
+    return m["repo"], m["revision"]
+
+
+def resolve_dir(name_or_path: str | Path, files: tuple[str, ...] = MODEL_FILES) -> Path:
+    """A local directory for a model/tokenizer path or hub id.
+
+    An existing local path always wins, and a string that is no hub id is returned as a Path (the caller reports
+    it missing). A hub id is fetched with `huggingface_hub.snapshot_download` (only `files`), which also handles
+    the cache (HF_HOME, HF_HUB_CACHE), offline mode (HF_HUB_OFFLINE) and the token (HF_TOKEN, `hf auth login`).
+    """
+    text = str(name_or_path)
+    if Path(text).exists() or (parsed := parse_hub_id(text)) is None:
+        return Path(text)
+    repo, revision = parsed
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants, utils
+    except ImportError:
+        raise InputError(
+            f"{text}: no such local path; to load it as a Hugging Face hub id, pip install convbert[hub]"
+        ) from None
+    try:
+        return Path(huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=list(files)))
+    except utils.LocalEntryNotFoundError as e:
+        why = "offline (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else f"the hub cannot be reached ({e})"
+        download = f"download {repo}" + (f" --revision {revision}" if revision else "")
+        message = (
+            f"{text}: no such local path, and hub id {text} is not in the Hugging Face cache at "
+            f"{constants.HF_HUB_CACHE} and {why}: run once with network access, or `hf {download}` "
+            f"(`huggingface-cli {download}` with huggingface_hub < 1.0), or pass a local directory"
+        )
+    except utils.RevisionNotFoundError:
+        message = f"{text}: hub id {repo} has no revision {revision!r}"
+    except utils.RepositoryNotFoundError:  # GatedRepoError included
+        message = (
+            f"{text}: no such local path, and hub id {repo} is not on the hub or not accessible "
+            "(a private or gated repo needs a token: HF_TOKEN or `hf auth login`)"
+        )
+    except Exception as e:  # any other hub, network or validation error: name the id, never a traceback
+        message = f"{text}: cannot fetch hub id {repo}: {type(e).__name__}: {e}"
+    raise InputError(_TOKEN.sub("hf_***", message))
 
 
 def save_pretrained(model, out_dir: str | Path, tokenizer=None) -> None:
@@ -109,7 +170,7 @@ def from_pretrained(cls, model_dir: str | Path, output_loading_info: bool = Fals
     of the wrong shape, unknown keys and a tokenizer larger than the embedding table are errors that name
     the keys; nothing is returned half-loaded.
     """
-    model_dir = Path(model_dir)
+    model_dir = resolve_dir(model_dir)
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: not a model directory")
     config_path = model_dir / "config.json"

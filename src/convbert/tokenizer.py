@@ -85,8 +85,12 @@ class ConvBertTokenizer:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ConvBertTokenizer:
         """Load from a model dir (tokenizer.json, else vocab.txt; tokenizer_config.json's
-        `do_lower_case`, `strip_accents` and `model_max_length` are honoured), a vocab.txt file
-        or a tokenizer.json file."""
+        `do_lower_case`, `strip_accents` and `model_max_length` are honoured), a vocab.txt file,
+        a tokenizer.json file or a Hugging Face hub id (`org/name[@revision]`, see `hub.resolve_dir`)."""
+        if not Path(path).exists():
+            from .hub import TOKENIZER_FILES, resolve_dir  # here: torch is imported only to look up a hub id
+
+            path = resolve_dir(path, TOKENIZER_FILES)
         path = Path(path)
         if path.is_dir():
             config = _read_config(path / "tokenizer_config.json")

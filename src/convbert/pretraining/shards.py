@@ -23,6 +23,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..errors import InputError
+from ..hub import TOKENIZER_FILES, resolve_dir
 
 FORMAT = "convbert-pretrain-shards"
 FORMAT_VERSION = 1
@@ -30,8 +31,8 @@ _CACHE_SHARDS = 256  # open memmaps kept by PretrainShards
 
 
 def tokenizer_json(tokenizer: str | Path) -> Path:
-    """`tokenizer.json` inside a tokenizer directory (or the file itself)."""
-    path = Path(tokenizer)
+    """`tokenizer.json` inside a tokenizer directory or a hub id's snapshot (or the file itself)."""
+    path = resolve_dir(tokenizer, TOKENIZER_FILES)
     return path / "tokenizer.json" if path.is_dir() else path
 
 

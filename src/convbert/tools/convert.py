@@ -12,7 +12,7 @@ from pathlib import Path
 from ..config import BERT_CONFIG_KEYS, ConvBertConfig
 from ..errors import InputError
 from ..fileio import atomic_dir, atomic_write_json, read_json_object
-from ..hub import IGNORED_SUFFIXES, read_weights
+from ..hub import CONFIG_FILES, IGNORED_SUFFIXES, read_weights, resolve_dir
 from ..model import ConvBertModel, PreTrained, load_model_dir
 from ..settings import add_command, validate, write_run_config
 from ..tokenizer import ConvBertTokenizer
@@ -31,8 +31,8 @@ OUR_CONFIG_KEYS = {
 def resave(model_dir: str | Path, out_dir: str | Path, for_transformers: bool = False) -> PreTrained:
     """Load a model dir (safetensors or pytorch_model.bin, ours or transformers') and write it in our layout:
     config.json + model.safetensors (+ tokenizer files). for_transformers: refuse what transformers would
-    silently misread and leave out our extra config keys."""
-    model_dir = Path(model_dir)
+    silently misread and leave out our extra config keys. model_dir may be a hub id (see `hub.resolve_dir`)."""
+    model_dir = resolve_dir(model_dir)
     model = load_model_dir(model_dir)
     if for_transformers:
         changed = [
@@ -59,8 +59,9 @@ def resave(model_dir: str | Path, out_dir: str | Path, for_transformers: bool = 
 def convert_bert(model_dir: str | Path, out_dir: str | Path) -> ConvBertModel:
     """A BERT encoder dir (transformers' `BertModel` or a BERT head; safetensors or pytorch_model.bin) as our
     ConvBertModel with conv_type "noconv" and head_ratio 1, which computes BERT: the key names are the same
-    (without a "bert." prefix); the pooler is left out. Writes out_dir with the tokenizer files found."""
-    model_dir = Path(model_dir)
+    (without a "bert." prefix); the pooler is left out. Writes out_dir with the tokenizer files found.
+    model_dir may be a hub id (see `hub.resolve_dir`)."""
+    model_dir = resolve_dir(model_dir)
     raw = read_json_object(model_dir / "config.json", "config")
     if raw.get("model_type") != "bert":
         raise InputError(f"{model_dir / 'config.json'}: model_type {raw.get('model_type')!r} is not bert")
@@ -104,7 +105,7 @@ class Tf1Config:
     checkpoint: str  # checkpoint prefix (e.g. .../model.ckpt-1000000) or its directory
     out: str  # output directory: discriminator/ and generator/
     preset: str | None = None  # model size; its *-generator preset checks the generator
-    model: str | None = None  # config.json (or model dir) with the non-size settings, instead of --preset
+    model: str | None = None  # config.json, model dir or hub id with the non-size settings, instead of --preset
     vocab: str | None = None  # vocab.txt or tokenizer.json to save with both models
 
     def __post_init__(self) -> None:
@@ -115,7 +116,7 @@ class Tf1Config:
 
 @dataclass
 class ConvertConfig:
-    model: str  # input model directory
+    model: str  # input model directory or hub id (org/name[@revision])
     out: str  # output model directory
 
     def __post_init__(self) -> None:
@@ -126,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `convert tf1`, `convert from-hf`, `convert to-hf` and `convert from-bert`."""
     p = subparsers.add_parser("convert", help="convert official TF1 checkpoints and transformers model dirs")
     sub = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    dirs = {"out": "DIR", "model": "DIR"}
+    dirs = {"out": "DIR", "model": "DIR|ID"}
     add_command(
         sub,
         "tf1",
@@ -158,7 +159,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_tf1(cfg: Tf1Config) -> int:
     report = convert_tf1(
-        cfg.checkpoint, cfg.out, config=cfg.preset or (Path(cfg.model) if cfg.model else None), vocab=cfg.vocab
+        cfg.checkpoint,
+        cfg.out,
+        config=cfg.preset or (resolve_dir(cfg.model, CONFIG_FILES) if cfg.model else None),
+        vocab=cfg.vocab,
     )
     write_run_config(cfg.out, cfg)
     for role in ("discriminator", "generator"):
