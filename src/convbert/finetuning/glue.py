@@ -3,6 +3,12 @@
 GLUE files are read as the GLUE download lays them out (`glue_data/<CoLA|SST-2|...>/<split>.tsv`):
 tab-separated with no quoting (quote characters are literal text), each task with its own columns
 and header convention (see `GLUE`). Every reader raises `InputError` naming the file and 1-based line.
+
+GLUE as `datasets` has it (the hub's nyu-mll/glue, a config per task) is read too, with its own columns and class ids
+(see `GLUE_DATASETS`): `hub:nyu-mll/glue` (the config defaults to the task), a `DatasetDict.save_to_disk` directory
+of the task (or a directory with one per task, named as the configs), or a copy of the hub repository
+(`<task>/<split>-NNNNN-of-NNNNN.parquet`). The splits dev, dev_matched, ... are datasets' validation,
+validation_matched, ...; errors name the source and the 0-based row.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from numpy.typing import ArrayLike
 
 from ..errors import InputError
 from ..fileio import atomic_write_text
+from ..tabular import HUB_PREFIX, Source, open_table, parse_source, with_split
 from .tasks import Example, finite_score, required_text, text_lines
 
 # --------------------------------------------------------------------------------------- GLUE registry
@@ -136,6 +143,38 @@ GLUE: dict[str, GlueTask] = {
 }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class DatasetsLayout:
+    """The columns of a GLUE task in `datasets` (nyu-mll/glue): texts, `label` (class ids, -1 in the unlabelled test
+    splits; STS-B: the score) and `idx` (the index a submission refers to)."""
+
+    text_a: str
+    text_b: str | None
+    classes: tuple[str, ...] | None  # datasets' class names of the label ids; None: a score
+    labels: tuple[str, ...] | None  # the registry label of each class id
+
+
+GLUE_HUB = "nyu-mll/glue"
+_IDS = ("0", "1")
+GLUE_DATASETS: dict[str, DatasetsLayout] = {
+    "cola": DatasetsLayout("sentence", None, ("unacceptable", "acceptable"), _IDS),
+    "sst2": DatasetsLayout("sentence", None, ("negative", "positive"), _IDS),
+    "mrpc": DatasetsLayout("sentence1", "sentence2", ("not_equivalent", "equivalent"), _IDS),
+    "stsb": DatasetsLayout("sentence1", "sentence2", None, None),
+    "qqp": DatasetsLayout("question1", "question2", ("not_duplicate", "duplicate"), _IDS),
+    "mnli": DatasetsLayout("premise", "hypothesis", ("entailment", "neutral", "contradiction"),
+                           ("entailment", "neutral", "contradiction")),
+    "qnli": DatasetsLayout("question", "sentence", _NLI2, _NLI2),
+    "rte": DatasetsLayout("sentence1", "sentence2", _NLI2, _NLI2),
+    "wnli": DatasetsLayout("sentence1", "sentence2", ("not_entailment", "entailment"), _IDS),
+}  # fmt: skip
+
+
+def datasets_split(split: str) -> str:
+    """The `datasets` name of a GLUE split: dev -> validation, dev_matched -> validation_matched, others the same."""
+    return "validation" + split[3:] if split.startswith("dev") else split
+
+
 def glue_task(task: str) -> GlueTask:
     """The registry entry of `task` (lower-case: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)."""
     if task not in GLUE:
@@ -152,20 +191,26 @@ def glue_file(task: str, data_dir: str | Path, split: str) -> Path:
     for path in (data_dir / f"{split}.tsv", data_dir / spec.dir_name / f"{split}.tsv"):
         if path.is_file():
             return path
-    raise InputError(f"{data_dir}: neither {split}.tsv nor {spec.dir_name}/{split}.tsv exists")
+    raise InputError(
+        f"{data_dir}: neither {split}.tsv nor {spec.dir_name}/{split}.tsv exists, nor a datasets copy of {task} "
+        f"(dataset_dict.json, {task}/{datasets_split(split)}-*.parquet; or use --data hub:{GLUE_HUB})"
+    )
 
 
 # ------------------------------------------------------------------------------- reading and submitting
 
 
 def read_glue(task: str, data_dir: str | Path, split: str) -> list[Example]:
-    """Read one split of a GLUE task (see `glue_file` for where it is looked for).
+    """Read one split of a GLUE task (see `glue_file` for where it is looked for; `glue_sources` for `datasets`).
 
     Train/dev examples carry the label name (STS-B: the float score); test examples have label None
     and their guid is the file's index column, which `write_glue_submission` writes. Wrong column
     counts, unknown labels and empty texts raise InputError with the file and line. The original
     QQP.zip has a few malformed lines (rejected here); GLUE's QQP-clean release has none.
     """
+    sources = glue_sources(task, data_dir, split)
+    if sources:
+        return [e for source in sources for e in read_glue_table(task, source, split)]
     spec = glue_task(task)
     path = glue_file(task, data_dir, split)
     layout = spec.layouts[split]
@@ -201,6 +246,76 @@ def read_glue(task: str, data_dir: str | Path, split: str) -> list[Example]:
         examples.append(Example(text_a, text_b, label, guid))
     if not examples:
         raise InputError(f"{path}: no examples")
+    return examples
+
+
+def glue_sources(task: str, data: str | Path, split: str) -> list[Source]:
+    """The `datasets` tables of a GLUE split, or [] for a GLUE download (TSV files).
+
+    `hub:NAME[:CONFIG]` (CONFIG defaults to the task), a `DatasetDict.save_to_disk` directory (DATA, or DATA/<task>),
+    or the Parquet files of a copy of the hub repository (DATA/<task>/<split>-*.parquet, or DATA/<split>-*.parquet).
+    """
+    spec = glue_task(task)
+    if split not in spec.layouts:
+        raise InputError(f"{task} has no split {split!r}; expected one of {', '.join(spec.splits)}")
+    hub_split = datasets_split(split)
+    if str(data).startswith(HUB_PREFIX):
+        src = parse_source(data)
+        if src.split is not None:
+            raise InputError(f"{data}: name no split in --data; the task reads {', '.join(spec.splits)}")
+        return [with_split(src, hub_split, config=task)]
+    data = Path(data)
+    if (data / f"{split}.tsv").is_file() or (data / spec.dir_name / f"{split}.tsv").is_file():
+        return []
+    for folder in (data, data / task):
+        if (folder / "dataset_dict.json").is_file():
+            return [Source(f"{folder}#{hub_split}", folder, split=hub_split)]
+    for folder in (data / task, data):
+        files = sorted(folder.glob(f"{hub_split}-*.parquet")) if folder.is_dir() else []
+        if files:
+            return [parse_source(f) for f in files]
+    return []
+
+
+def read_glue_table(task: str, source: str | Path | Source, split: str) -> list[Example]:
+    """One GLUE split from a `datasets` table with the task's `GLUE_DATASETS` columns (see `glue_sources`).
+
+    Class ids become the registry's labels (a string label must be one); guids are the idx column (else the row).
+    """
+    spec, columns = glue_task(task), GLUE_DATASETS[task]
+    labelled = spec.layouts[split].label is not None
+    table = open_table(source)
+    table.require(columns.text_a, columns.text_b, "label" if labelled else None)
+    names = table.class_names.get("label")
+    if labelled and columns.classes is not None and names is not None and tuple(names) != columns.classes:
+        raise InputError(
+            f"{table.source}: the 'label' classes are {', '.join(names)}; {task} in datasets has "
+            f"{', '.join(columns.classes)}"
+        )
+    examples = []
+    for row, record in table.rows():
+        where = table.where(row)
+        text_a = required_text(record[columns.text_a], where, columns.text_a)
+        text_b = None if columns.text_b is None else required_text(record[columns.text_b], where, columns.text_b)
+        label: str | float | None = None
+        if labelled:
+            value = record["label"]
+            if spec.labels is None:
+                label = finite_score(value, where, "label")
+            elif isinstance(value, str) and value in spec.labels:
+                label = value
+            elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(columns.labels):
+                label = columns.labels[value]
+            else:
+                unlabelled = " (-1: an unlabelled row, in a labelled split)" if value == -1 else ""
+                raise InputError(
+                    f"{where}: 'label' {value!r} is not a {task} class id 0..{len(columns.labels) - 1} "
+                    f"({', '.join(columns.classes)}) or label ({', '.join(spec.labels)}){unlabelled}"
+                )
+        idx = record.get("idx")
+        examples.append(Example(text_a, text_b, label, str(row if idx is None else idx)))
+    if not examples:
+        raise InputError(f"{table.source}: no examples")
     return examples
 
 

@@ -400,14 +400,15 @@ def _build_shards(jobs: Iterable[_Job], num_workers: int, bar: tqdm) -> tuple[li
 
 @dataclass
 class PrepareConfig:
-    input: list[str]  # text files (a sentence per line, blank line between documents) or JSONL (.jsonl/.json)
+    input: list[str]  # text files (a sentence per line, blank line between documents), JSONL (.jsonl/.json), or
+    # tables (a document per row): .parquet, .arrow, a datasets save_to_disk dir[#SPLIT], hub:NAME[:CONFIG][#SPLIT]
     tokenizer: str  # directory with tokenizer.json
     out: str  # output directory (appears when complete)
     max_length: PositiveInt = 128  # tokens per example
     seed: int = 0  # sentence-pair sampling seed
     workers: PositiveInt | None = None  # worker processes (default min(8, CPUs)); the output does not depend on it
     errors: Literal["strict", "replace"] = "strict"  # undecodable UTF-8: fail, or substitute U+FFFD and count
-    text_field: str = "text"  # JSONL field with the document text
+    text_field: str = "text"  # JSONL field (table column) with the document text
     shard_size: PositiveInt = DEFAULT_SHARD_SIZE  # input bytes per shard; the output depends on it
     overwrite: bool = False  # replace an existing output directory
 
@@ -434,8 +435,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(cfg: PrepareConfig) -> int:
+    from .inputs import resolve_inputs  # datasets sources (save_to_disk dirs, hub:NAME) -> their Arrow files
+
     manifest = prepare(
-        cfg.input,
+        resolve_inputs(cfg.input, cfg.text_field),
         cfg.tokenizer,
         cfg.out,
         max_seq_length=cfg.max_length,

@@ -1,11 +1,15 @@
 """The input files of `convbert data prepare`: reading them into sentences and documents, and cutting them
 into chunks at document boundaries.
 
-Input: plain text (a sentence or paragraph per line, blank lines between documents) or JSONL
-(`.jsonl`/`.json`: one object per line, its text field is a document, its lines are its sentences).
+Input: plain text (a sentence or paragraph per line, blank lines between documents), JSONL
+(`.jsonl`/`.json`: one object per line, its text field is a document, its lines are its sentences), or a table
+(`.parquet`/`.arrow`: each row's text column is a document, its lines are its sentences). `resolve_inputs` turns
+`datasets` sources (a save_to_disk dir[#SPLIT], hub:NAME[:CONFIG][#SPLIT]; see `convbert.tabular`) into their
+Arrow files.
 
 The input is cut into chunks of about `shard_size` bytes at document boundaries (a document longer
-than 4 * shard_size bytes is cut at a line boundary); a chunk is a list of `Segment`s (byte ranges of files).
+than 4 * shard_size bytes is cut at a line boundary); a chunk is a list of `Segment`s (byte ranges of files;
+row ranges of tables, which stand for their share of the file's bytes).
 """
 
 from __future__ import annotations
@@ -18,18 +22,51 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import InputError
+from ..tabular import TABLE_SUFFIXES, check_text_column, file_rows, is_table, read_column, table_files
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 
 
 class Segment(NamedTuple):
-    """A byte range [start, end) of one input file that starts at line `line` (1-based)."""
+    """A byte range [start, end) of one input file that starts at line `line` (1-based); for a table, its rows
+    `rows` = [first, stop) (`line` is the first, from 0) and the bytes they stand for (file size * rows / all rows)."""
 
     path: str
     jsonl: bool
     start: int
     end: int
     line: int
+    rows: tuple[int, int] | None = None
+
+
+def resolve_inputs(inputs: list[str], text_field: str) -> list[str]:
+    """The input files of `inputs`: text/JSONL files as they are, `datasets` sources as their Parquet/Arrow files
+    (for a hub dataset: its files in the datasets cache); every table must have a text column `text_field`."""
+    files: list[str] = []
+    for source in inputs:
+        if not is_table(source):
+            files.append(source)
+            continue
+        for path in table_files(source):
+            check_text_column(path, text_field)
+            files.append(str(path))
+    return files
+
+
+def _table_items(seg: Segment, text_field: str) -> Iterator[str | None]:
+    """A table segment: each row's text is a document, its lines are the sentences."""
+    first, stop = seg.rows
+    for row, value in enumerate(read_column(Path(seg.path), text_field, first, stop), first):
+        if not isinstance(value, str):
+            kind = "null" if value is None else f"{type(value).__name__}, not a string"
+            raise InputError(f"{seg.path}: row {row}: column {text_field!r} is {kind}")
+        in_doc = False
+        for sentence in value.split("\n"):
+            if sentence := sentence.strip():
+                in_doc = True
+                yield sentence
+        if in_doc:
+            yield None
 
 
 def _decode(raw: bytes, seg: Segment, line: int, offset: int, errors: str, counts: dict[str, int]) -> str:
@@ -64,6 +101,9 @@ def _json_text(text: str, seg: Segment, line: int, offset: int, text_field: str)
 
 def iter_sentences(seg: Segment, errors: str, text_field: str, counts: dict[str, int]) -> Iterator[str | None]:
     """Yield the sentences of a file segment, and None at the end of each document."""
+    if seg.rows is not None:
+        yield from _table_items(seg, text_field)
+        return
     with open(seg.path, "rb") as f:
         f.seek(seg.start)
         data = f.read(seg.end - seg.start)
@@ -149,6 +189,19 @@ def plan_chunks(paths: list[Path], shard_size: int, inputs: list[dict[str, Any]]
     segments: list[Segment] = []
     size = 0  # bytes in `segments`, which may span files
     for path in paths:
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            for segment in _table_segments(path, shard_size - size, shard_size):
+                segments.append(segment)
+                size += segment.end - segment.start
+                if size >= shard_size:
+                    yield segments
+                    segments, size = [], 0
+            rows = file_rows(path)
+            if not rows:
+                warnings.warn(f"{path}: input table has no rows; skipped", stacklevel=2)
+            entry = {"path": str(path.resolve()), "bytes": path.stat().st_size, "rows": rows}
+            inputs.append({**entry, "format": path.suffix.lower()[1:], "skipped": not rows})
+            continue
         jsonl = path.suffix.lower() in JSONL_SUFFIXES
         n = path.stat().st_size
         has_text = False
@@ -179,3 +232,16 @@ def plan_chunks(paths: list[Path], shard_size: int, inputs: list[dict[str, Any]]
         )
     if segments:
         yield segments
+
+
+def _table_segments(path: Path, need: int, shard_size: int) -> Iterator[Segment]:
+    """A table's rows cut into segments: the first of about `need` bytes (what the current chunk lacks), the others
+    of about `shard_size` bytes, the last one what remains; a row's bytes are the file size / rows (a row is a
+    document: no row is cut)."""
+    rows, n = file_rows(path), path.stat().st_size
+    first = 0
+    while first < rows:
+        start = first * n // rows
+        stop = min(rows, max(first + 1, -(-(start + need) * rows // n)))
+        yield Segment(str(path), False, start, stop * n // rows, first, (first, stop))
+        first, need = stop, shard_size
