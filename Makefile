@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make test` and `make demo`. Both build .venv themselves.
 PY ?= python3
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,8 +12,9 @@ TORCH_STAMP := $(VENV)/.installed-torch
 $(TORCH_STAMP):
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# the CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build
-	$(BIN)/pip install -q "torch==2.13.0"
+	# pinned: a bare `torch` requirement would pull the newest (on Linux x86-64: CUDA) build; TORCH_INDEX picks
+	# the build, e.g. https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q "torch==2.13.0" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	touch $@
 
 # the demo needs only the core, metrics and plots; the tests also need transformers, ONNX, TensorFlow, ...

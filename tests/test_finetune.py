@@ -204,6 +204,7 @@ def test_custom_tsv_pairs_with_test_predictions(root, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out" / "test_predictions.jsonl").read_text().splitlines()]
     assert len(records) == 4 and records[0]["text"] == rows[0]["a"] and records[0]["text_pair"] == "it is so"
     assert all(r["label"] in ("neg", "pos") and sum(r["scores"].values()) == pytest.approx(1) for r in records)
+    assert [r["gold"] for r in records] == ["pos", "neg", "pos", "pos"], "the gold label is kept next to the prediction"
     assert ConvBertForSequenceClassification.from_pretrained(tmp_path / "out" / "best").config.labels() == [
         "neg",
         "pos",

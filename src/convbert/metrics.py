@@ -1,4 +1,5 @@
-"""Evaluation metrics: GLUE, SQuAD v1.1/v2.0 (official scoring) and entity-level token classification.
+"""Evaluation metrics: GLUE, multi-label classification, SQuAD v1.1/v2.0 (official scoring) and entity-level token
+classification.
 
 Only numpy is needed; the semantics follow scikit-learn / scipy (GLUE), the official SQuAD v2.0
 evaluation script, and seqeval's default (conlleval-compatible) chunking.
@@ -111,6 +112,46 @@ def classification_metrics(predictions: ArrayLike, references: ArrayLike, num_la
     present = (t + p) > 0
     f1s = [_f1_from_counts(tp[k], p[k] - tp[k], t[k] - tp[k]) for k in np.flatnonzero(present)]
     return {"accuracy": _accuracy(preds, refs), "macro_f1": float(np.mean(f1s))}
+
+
+def _multi_hot(values: ArrayLike, name: str) -> np.ndarray:
+    """`values` as a non-empty (N, C) bool matrix; every entry must be 0 or 1 (or a bool)."""
+    try:
+        arr = np.asarray(values)
+    except ValueError as e:  # ragged rows
+        raise InputError(f"{name} is not an (examples, labels) matrix: {e}") from None
+    if arr.ndim != 2 or arr.size == 0:
+        raise InputError(f"{name} must be a non-empty (examples, labels) matrix, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise InputError(f"{name} must be numeric, got dtype {arr.dtype}")
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise InputError(f"{name}[{i}, {j}] = {arr[i, j]} is not 0 or 1")
+    return arr.astype(bool)
+
+
+def multilabel_metrics(predictions: ArrayLike, references: ArrayLike) -> dict[str, float]:
+    """Multi-label scores of 0/1 matrices (examples, labels): micro_f1 (F1 of all (example, label) decisions),
+    macro_f1 (mean of the per-label F1 over the labels that occur in the references or predictions), subset_accuracy
+    (rows predicted exactly) and hamming_loss (the fraction of wrong decisions).
+
+    As scikit-learn's `f1_score(average="micro" | "macro", zero_division=np.nan)`, `accuracy_score` and
+    `hamming_loss`: a label with no gold and no predicted positive is left out of macro_f1 (NaN when every label
+    is; micro_f1 is NaN when there is no positive at all).
+    """
+    preds, refs = _multi_hot(predictions, "predictions"), _multi_hot(references, "references")
+    if preds.shape != refs.shape:
+        raise InputError(f"predictions has shape {preds.shape} but references has {refs.shape}")
+    tp, fp, fn = ((a & b).sum(0).astype(float) for a, b in ((preds, refs), (preds, ~refs), (~preds, refs)))
+    present = (tp + fp + fn) > 0
+    macro = [_f1_from_counts(tp[k], fp[k], fn[k]) for k in np.flatnonzero(present)]
+    return {
+        "micro_f1": _f1_from_counts(tp.sum(), fp.sum(), fn.sum()) if present.any() else float("nan"),
+        "macro_f1": float(np.mean(macro)) if macro else float("nan"),
+        "subset_accuracy": float(np.mean((preds == refs).all(1))),
+        "hamming_loss": float(np.mean(preds != refs)),
+    }
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -204,8 +204,10 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int = 3,
     rng_per_rank: list[tuple[dict, dict]] | None = None,
+    files: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write OUT/step-XXXXXXXX/ atomically (model, optimizer, scheduler, scaler, RNG of every rank, state)."""
+    """Write OUT/step-XXXXXXXX/ atomically (model, optimizer, scheduler, scaler, RNG of every rank, state, and
+    `files`: more safetensors files by name)."""
     path = out_dir / f"step-{step:08d}"
     model_state = {k: v.detach().contiguous().cpu() for k, v in _unique_state(model).items()}
     opt_tensors, opt_meta = optimizer_state(optimizer)
@@ -224,6 +226,8 @@ def save_checkpoint(
             "rng": rng_meta,
             **state,
         }
+        for name, group in (files or {}).items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in group.items()}, str(tmp / name))
         (tmp / "trainer_state.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     old = sorted(p for p in out_dir.iterdir() if CKPT_RE.match(p.name))[:-keep] if keep > 0 else []
     for p in old:

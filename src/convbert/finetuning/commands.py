@@ -30,7 +30,7 @@ import json
 import torch.distributed as dist
 
 from ..fileio import atomic_write_text
-from ..settings import add_command, write_run_config
+from ..settings import add_command
 from .config import EvaluateConfig, FinetuneConfig, PredictConfig
 from .predict import evaluate, predict
 from .recipe import finetune
@@ -42,6 +42,7 @@ ALIASES = {
     "epochs": ["--num_train_epochs"],
     "batch_size": ["--per_device_train_batch_size"],
     "warmup_frac": ["--warmup_ratio"],
+    "grad_accum": ["--gradient_accumulation_steps"],
     "out": ["--output_dir"],
     "max_length": ["--max_seq_length"],
 }
@@ -61,8 +62,6 @@ METAVARS = {
 
 def _finetune_command(cfg: FinetuneConfig) -> int:
     result = finetune(cfg)
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        write_run_config(cfg.out, cfg)
     if "summary" in result:
         print(summary_table(result["summary"]), end="")
     elif result["best"] is not None:

@@ -4,8 +4,10 @@ the task kinds, names and output types the other fine-tuning modules share."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -34,6 +36,7 @@ INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 GLUE_MAIN = {"cola": "matthews_correlation", "stsb": "combined", "mrpc": "combined", "qqp": "combined"}  # else accuracy
 TOKEN_FILL = {"tags": IGNORE_INDEX, "start_logits": -1e4, "end_logits": -1e4}  # per-token outputs: pad value
 
+MULTI_LABEL = "multi_label_classification"  # a sequence head's config.problem_type for multi-label tasks
 Outputs = dict[str, np.ndarray]  # per row: logits (N, C) | tags (N, T) | start_logits, end_logits (N, T)
 Runner = Callable[[dict[str, torch.Tensor]], Outputs]
 
@@ -50,8 +53,9 @@ class InferenceConfig:
 
     model: str  # model dir (ours or transformers'); a bare encoder or pretraining dir gets a fresh head
     tokenizer: str | None = None  # default: the model dir
-    text_column: str | None = None  # custom/predict: text field (default text; QA: question)
-    text_pair_column: str | None = None  # second text field (predict: text_pair when the input has it; QA: context)
+    text_column: str | None = None  # custom/predict: text field or column (default text; QA: question)
+    text_pair_column: str | None = None  # second text field or column (predict: text_pair when the input has it; QA:
+    # context)
     batch_size: PositiveInt = 32  # global training batch; evaluation batch per process
     max_length: PositiveInt | None = None  # tokens per input (default 128; SQuAD 384, the paper 512)
     doc_stride: PositiveInt = 128  # SQuAD: tokens shared by consecutive windows
@@ -66,15 +70,64 @@ class TaskConfig(InferenceConfig):
     """A model and a task's labelled data (`evaluate`)."""
 
     task: Task  # a GLUE task, custom, ner, squad or squad_v2
-    data: str | None = None  # GLUE dir (root or task dir); NER: dir with train.txt, dev.txt[, test.txt]
-    train: str | None = None  # custom: .tsv/.csv/.jsonl; ner: CoNLL; squad: SQuAD JSON
+    data: str | None = None  # GLUE dir (root or task dir), or GLUE as datasets has it: hub:NAME[:CONFIG], a
+    # save_to_disk dir, a copy of the hub repo's parquet files; NER: dir with train.txt, dev.txt[, test.txt]
+    train: str | None = None  # custom: .tsv, .csv, .jsonl, .json, .parquet, .arrow, a datasets save_to_disk dir[#SPLIT]
+    # or hub:NAME[:CONFIG][#SPLIT] (the datasets cache); ner: CoNLL; squad: SQuAD JSON
     dev: str | None = None  # the split scored after every epoch (same formats)
     test: str | None = None  # custom/NER: labelled, scored with the best weights and predicted
-    label_column: str = "label"  # custom: label field
+    label_column: str = "label"  # custom: label field or column (a datasets ClassLabel: its class names)
     regression: bool = False  # custom: a numeric label (MSE; Pearson/Spearman)
+    multi_label: bool = False  # custom: each row holds any number of labels (a list in JSON/table rows, or text
+    # split at label_separator; an empty one: no class); sigmoid per label, BCE loss, micro-F1
+    label_separator: str = ","  # multi_label: what separates the labels of a text cell (TSV/CSV, a JSON string)
+    dataset: str | None = None  # GLUE/custom: a datasets dataset, a hub name (loaded through the datasets cache) or a
+    # save_to_disk dir; custom: the train, dev and test settings then name its splits (default train, validation)
+    dataset_config: str | None = None  # the dataset's config name (GLUE: by default the task, as the hub's GLUE has it)
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.multi_label:
+            if self.task != "custom":
+                raise InputError(f"--multi-label works with --task custom, not --task {self.task}")
+            if self.regression:
+                raise InputError("--multi-label and --regression: a label column is one or the other")
+        if not self.label_separator:
+            raise InputError("--label-separator must not be empty")
+        if self.dataset is not None:
+            _dataset_splits(self)
+
+
+_SPLIT_NAME = re.compile(r"[\w.\-]+")
+_FILE_SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".parquet", ".arrow", ".txt")
+
+
+def _dataset_splits(cfg: TaskConfig) -> None:
+    """Turn --dataset (+ --dataset-config) into the sources the readers take: GLUE's --data, custom's --train/--dev/
+    --test (bare split names, or their defaults train and validation, become DATASET#SPLIT). Idempotent."""
+    hub = not Path(cfg.dataset).is_dir()
+    if not hub and cfg.dataset_config is not None:
+        raise InputError(f"--dataset-config {cfg.dataset_config}: --dataset {cfg.dataset} is a directory, not hub name")
+    base = f"hub:{cfg.dataset}" if hub else cfg.dataset
+    if cfg.task in GLUE:
+        data = base + (f":{cfg.dataset_config or cfg.task}" if hub else "")
+        if cfg.data is not None and cfg.data != data:
+            raise InputError(f"--data {cfg.data} and --dataset {cfg.dataset}: give one of them")
+        object.__setattr__(cfg, "data", data)
+        return
+    if cfg.task != "custom":
+        raise InputError(f"--dataset works with the GLUE tasks and custom, not --task {cfg.task}")
+    base += f":{cfg.dataset_config}" if hub and cfg.dataset_config is not None else ""
+    for name, default in (("train", "train"), ("dev", "validation"), ("test", None)):
+        value = getattr(cfg, name) or default
+        if value is not None and _is_split_name(value):
+            object.__setattr__(cfg, name, f"{base}#{value}")
+
+
+def _is_split_name(value: str) -> bool:
+    """A bare split name (train, validation, train.clean.100), not a file (an existing one, or a data file's name)."""
+    suffix = Path(value).suffix.lower()
+    return bool(_SPLIT_NAME.fullmatch(value)) and suffix not in _FILE_SUFFIXES and not Path(value).exists()
 
 
 @dataclass(kw_only=True)
@@ -98,7 +151,13 @@ class FinetuneConfig(TaskConfig):
     seed: int = 0  # first seed
     seeds: PositiveInt = 1  # runs with seeds seed .. seed + seeds - 1, and their mean/std/median
     max_steps: PositiveInt | None = None  # cap on optimizer steps (smoke runs)
+    grad_accum: PositiveInt = 1  # micro-batches per optimizer step (batch_size stays the global batch of a step)
     eval_every_epoch: bool = True  # evaluate after every epoch, or only at the end
+    eval_steps: PositiveInt | None = None  # also evaluate every N optimizer steps
+    metric_for_best: str | None = None  # SPLIT/METRIC or METRIC of the first dev split that picks the best
+    # evaluation (default: the task's main metric, e.g. dev/accuracy; higher is better)
+    early_stopping_patience: PositiveInt | None = None  # stop after N evaluations without a better metric_for_best
+    resume: Literal["auto", "none"] = "auto"  # auto: continue a killed run from its last evaluation (OUT.partial/)
     double_unordered: bool = True  # MRPC/STS-B: also train on (sentence2, sentence1)
     predict_test: bool = False  # GLUE: write the test submission files
     overwrite: bool = False  # replace an existing OUT
@@ -124,7 +183,8 @@ def resolve(cfg: TaskConfig, model_config: ConvBertConfig) -> TaskConfig:
 
 @dataclass(kw_only=True)
 class PredictConfig(InferenceConfig):
-    input: str  # .jsonl with text[/text_pair] (QA: question, context), or .tsv/.csv with a header
+    input: str  # .jsonl/.json with text[/text_pair] (QA: question, context), .tsv/.csv with a header, or a table:
+    # .parquet, .arrow, a datasets save_to_disk dir[#SPLIT], hub:NAME[:CONFIG][#SPLIT]
     output: str  # .jsonl, one record per input line
     task: Task | None = None  # default: what the model's head does; squad_v2 allows "no answer"
     backend: Literal["torch", "onnx"] = "torch"  # run the weights, or an exported ONNX file

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from ..config import ConvBertConfig
 from ..errors import InputError
+from ..hub import resolve_dir
 from ..model import (
     ConvBertForQuestionAnswering,
     ConvBertForSequenceClassification,
@@ -21,7 +22,7 @@ from ..model import (
     PreTrained,
 )
 from ..train_utils import Dist, autocast
-from .config import QA, SEQUENCE, TOKEN, TOKEN_FILL, InferenceConfig, Outputs, Runner
+from .config import MULTI_LABEL, QA, SEQUENCE, TOKEN, TOKEN_FILL, InferenceConfig, Outputs, Runner
 from .task_data import EvalSplit, score_split
 
 HEAD_BY_KIND: dict[str, type[PreTrained]] = {
@@ -60,10 +61,15 @@ def gather_outputs(rows: np.ndarray, outputs: Outputs, n: int, d: Dist) -> Outpu
 def make_batch(
     tensors: Mapping[str, torch.Tensor], rows: np.ndarray, device: torch.device | None = None
 ) -> dict[str, torch.Tensor]:
-    """The rows of every tensor, (N, T) ones cut to the longest attended length in the batch."""
+    """The rows of every tensor, (N, T) ones cut to the longest attended length in the batch (the integer ones: a
+    float (N, C) tensor is multi-hot labels, one column per class)."""
     index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
     width = int(tensors["attention_mask"][index].sum(1).max())
-    return {k: (v[index][:, :width] if v.ndim == 2 else v[index]).to(device or "cpu") for k, v in tensors.items()}
+
+    def cut(v: torch.Tensor) -> torch.Tensor:
+        return v[:, :width] if v.ndim == 2 and not v.is_floating_point() else v
+
+    return {k: cut(v[index]).to(device or "cpu") for k, v in tensors.items()}
 
 
 def head_outputs(kind: str, raw: Mapping[str, Any]) -> Outputs:
@@ -126,8 +132,10 @@ def load_head(
     labels: list[str] | None = None,
     trained: bool = False,
     classifier_head: str = "linear",
+    multi_label: bool = False,
 ) -> PreTrained:
-    """The task head from a model dir; `labels` set the classes (None: regression for sequence heads).
+    """The task head from a model dir; `labels` set the classes (None: regression for sequence heads;
+    multi_label: a multi-label sequence head, config.problem_type multi_label_classification).
     trained=True (evaluate/predict) keeps the saved labels and refuses a dir without head weights.
     A sequence head is `classifier_head` unless the dir already holds a sequence classifier."""
     cls = HEAD_BY_KIND[kind]
@@ -135,8 +143,9 @@ def load_head(
     if not trained and kind != QA:
         overrides = {"id2label": dict(enumerate(labels))} if labels else {"num_labels": 1}
         if kind == SEQUENCE:
-            overrides["problem_type"] = "single_label_classification" if labels else "regression"
-            saved = ConvBertConfig.from_json_file(Path(model_dir) / "config.json").architectures or []
+            single = "single_label_classification" if labels else "regression"
+            overrides["problem_type"] = MULTI_LABEL if multi_label else single
+            saved = ConvBertConfig.from_json_file(resolve_dir(model_dir) / "config.json").architectures or []
             if cls.__name__ not in saved:
                 overrides["classifier_head"] = classifier_head
     model, info = cls.from_pretrained(model_dir, output_loading_info=True, **overrides)

@@ -12,9 +12,21 @@ import torch
 
 from ..config import ConvBertConfig
 from ..errors import InputError
+from ..hub import resolve_dir
 from ..tokenizer import ConvBertTokenizer
 from ..train_utils import setup_distributed
-from .config import INPUTS, QA, SEQUENCE, TOKEN, EvaluateConfig, Outputs, PredictConfig, resolve, task_kind
+from .config import (
+    INPUTS,
+    MULTI_LABEL,
+    QA,
+    SEQUENCE,
+    TOKEN,
+    EvaluateConfig,
+    Outputs,
+    PredictConfig,
+    resolve,
+    task_kind,
+)
 from .conll import Sentence, align_predictions, token_classification_features
 from .glue import GLUE
 from .inference import HEAD_BY_KIND, evaluate_splits, head_outputs, load_head, run_rows, torch_runner
@@ -32,10 +44,14 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     cfg = resolve(cfg, model.config)
     d = setup_distributed(cfg.device)
     labels = None if kind == QA or model.config.num_labels == 1 else model.config.labels()
-    if cfg.task in GLUE and GLUE[cfg.task].regression != (labels is None):
-        raise InputError(f"{cfg.model}: a head with {model.config.num_labels} output(s) does not fit {cfg.task}")
+    multi_label = kind == SEQUENCE and model.config.problem_type == MULTI_LABEL
+    if cfg.task in GLUE and (GLUE[cfg.task].regression != (labels is None) or multi_label):
+        what = "multi-label head" if multi_label else f"head with {model.config.num_labels} output(s)"
+        raise InputError(f"{cfg.model}: a {what} does not fit {cfg.task}")
+    if cfg.multi_label and not multi_label:
+        raise InputError(f"--multi-label: {cfg.model} is not a multi-label model (config.json problem_type)")
     if cfg.task == "custom":
-        cfg = dataclasses.replace(cfg, regression=labels is None)
+        cfg = dataclasses.replace(cfg, regression=labels is None, multi_label=multi_label)
     task = load_task(cfg, ConvBertTokenizer.from_pretrained(cfg.tokenizer or cfg.model), labels, train=False)
     metrics, _ = evaluate_splits(model.to(d.device), kind, task.evals + [t for t in task.tests if t.scored], d, cfg)
     return {"task": cfg.task, "model": str(cfg.model), "truncated": task.truncated, **metrics}
@@ -54,9 +70,11 @@ def _head_kind(config: ConvBertConfig, model_dir: str) -> str:
 def predict(cfg: PredictConfig) -> int:
     """Predict every line of `cfg.input` into `cfg.output` (JSONL, atomic); returns the number of records.
 
-    Sequence classification: label + softmax scores; regression: score; token classification: per-word tags
-    of the whitespace-split text; QA (question/context fields): answer text + its n-best probability."""
-    config = ConvBertConfig.from_json_file(Path(cfg.model) / "config.json")
+    Sequence classification: label + softmax scores (multi-label, config.json problem_type
+    multi_label_classification: the labels with sigmoid > 0.5 + sigmoid scores); regression: score; token
+    classification: per-word tags of the whitespace-split text; QA (question/context fields): answer text + its
+    n-best probability."""
+    config = ConvBertConfig.from_json_file(resolve_dir(cfg.model) / "config.json")
     kind = _head_kind(config, cfg.model)
     if cfg.task is not None and task_kind(cfg.task) != kind:
         raise InputError(f"{cfg.model}: a {kind} head cannot do --task {cfg.task}")
@@ -93,9 +111,10 @@ def predict(cfg: PredictConfig) -> int:
         feats = encode_examples(tok, examples, None, max_length)
         _report_truncated(cfg.input, feats.num_truncated, len(examples))
         labels = None if config.num_labels == 1 else config.labels()
+        multi = config.problem_type == MULTI_LABEL
         records = [
             {"line": int(e.guid), "text": e.text_a, **({"text_pair": e.text_b} if e.text_b else {}), **r}
-            for e, r in zip(examples, sequence_records(outputs(feats.tensors)["logits"], labels))
+            for e, r in zip(examples, sequence_records(outputs(feats.tensors)["logits"], labels, multi_label=multi))
         ]
     elif kind == TOKEN:
         sentences = [

@@ -1,10 +1,10 @@
-"""The fine-tuning recipe: one training run per seed (each rank a shard of every batch, evaluated after epochs, the
-best epoch kept), OUT written atomically by rank 0."""
+"""The fine-tuning recipe: one training run per seed (each rank a shard of every batch, evaluated after epochs and
+every `eval_steps`, the best evaluation kept, early stopping), checkpointed at every evaluation so that a killed
+run resumes exactly; OUT written atomically by rank 0 at the end."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import time
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..config import ConvBertConfig
 from ..errors import InputError
-from ..fileio import atomic_dir, atomic_write_json, atomic_write_text
+from ..hub import resolve_dir
 from ..model import PreTrained
 from ..tokenizer import ConvBertTokenizer
 from ..train_utils import (
@@ -33,104 +33,133 @@ from ..train_utils import (
     seed_everything,
     setup_distributed,
 )
-from .config import FinetuneConfig, Outputs, default_epochs, resolve
+from . import run_files
+from .config import FinetuneConfig, default_epochs, resolve
 from .inference import evaluate_splits, load_head, make_batch, shard_indices
-from .seeds import aggregate, summary_table
-from .task_data import Task, load_task, write_split
+from .run_files import RunState, metric_rank
+from .task_data import Task, load_task
 
 log = logging.getLogger(__name__)
 
 
 def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tune (once per seed), keep the best epoch, write OUT atomically; returns metrics.json (or the
+    """Fine-tune (once per seed), keep the best evaluation, write OUT atomically; returns metrics.json (or the
     aggregate over seeds)."""
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
         raise InputError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    model_config = ConvBertConfig.from_json_file(Path(cfg.model) / "config.json")
+    model_config = ConvBertConfig.from_json_file(resolve_dir(cfg.model) / "config.json")
     cfg = resolve(cfg, model_config)
     d = setup_distributed(cfg.device)
-    if cfg.batch_size % d.world_size:
-        raise InputError(f"--batch-size {cfg.batch_size} is not divisible by the {d.world_size} processes")
+    if cfg.batch_size % (d.world_size * cfg.grad_accum):
+        raise InputError(
+            f"--batch-size {cfg.batch_size} is not divisible by {d.world_size} process(es) x --grad-accum "
+            f"{cfg.grad_accum}"
+        )
     tok = ConvBertTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     task = load_task(cfg, tok)
+    partial = run_files.open_partial(out, cfg, d)
     results = []
-    with atomic_dir(out) if d.is_main else contextlib.nullcontext() as tmp:
-        for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-            dest = None if tmp is None else tmp if cfg.seeds == 1 else tmp / f"seed-{seed}"
-            results.append(train_run(cfg, task, tok, seed, d, dest))
-        summary = results[0] if cfg.seeds == 1 else aggregate(results)
-        if tmp is not None and cfg.seeds > 1:
-            atomic_write_json(tmp / "aggregate.json", summary)
-            atomic_write_text(tmp / "aggregate.md", summary_table(summary["summary"]))
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+        seed_dir = partial / f"seed-{seed}"
+        result = run_files.finished(seed_dir)
+        if result is None:
+            result = train_run(cfg, task, tok, seed, d, seed_dir)
+        results.append(result)
+    summary = run_files.summarize(results)
+    if d.is_main:
+        run_files.finish(out, partial, cfg, results, summary)
     barrier(d)
     return summary
 
 
-def train_run(
-    cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int, d: Dist, dest: Path | None
-) -> dict[str, Any]:
-    """Fine-tune once with `seed`; rank 0 writes the run's files into `dest`. Returns the run's metrics.json."""
+def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int, d: Dist, seed_dir: Path) -> dict:
+    """Fine-tune once with `seed` (from its last checkpoint in `seed_dir` when there is one); rank 0 writes the
+    run's files into `seed_dir`/result. Returns the run's metrics.json."""
     t0 = time.perf_counter()
     seed_everything(seed)  # the same fresh head on every rank
-    model = load_head(cfg.model, task.kind, task.labels, classifier_head=cfg.classifier_head).to(d.device)
+    model = load_head(
+        cfg.model, task.kind, task.labels, classifier_head=cfg.classifier_head, multi_label=task.multi_label
+    ).to(d.device)
     torch.manual_seed(seed + 1 + d.rank)  # dropout streams differ per rank
     n, per_rank = len(task.train["input_ids"]), cfg.batch_size // d.world_size
     epochs, total = _schedule(cfg, n, per_rank, d)
-    eval_interval = -(-epochs // 10)  # short epochs: at most 10 evaluations a run (and the last epoch)
     trainer = _Trainer(model, cfg, d, total)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    best_outputs: dict[str, Outputs] = {}
-    main_split = task.evals[0].name
-    bar = tqdm(total=total, disable=not d.is_main, desc=f"{task.name} seed {seed}", unit="step")
-    for epoch in range(1, epochs + 1):
+    run = run_files.resume(seed_dir, trainer, d) if cfg.resume == "auto" else None
+    run = run or RunState(*_selection(cfg, task))
+    trainer.step = run.step
+    bar = tqdm(total=total, initial=run.step, disable=not d.is_main, desc=f"{task.name} seed {seed}", unit="step")
+    eval_interval = -(-epochs // 10)  # short epochs: at most 10 evaluations a run (and the last epoch)
+    for epoch in range(run.epoch, epochs + 1):
         rows = shard_indices(n, d.rank, d.world_size, seed, epoch)
-        loss_sum, loss_count = trainer.train_epoch(task.train, rows, per_rank, bar, epoch)
-        last = trainer.done or epoch == epochs
-        if not (cfg.eval_every_epoch and epoch % eval_interval == 0 or last):
-            continue
-        sums = all_reduce_sum({"loss": loss_sum, "n": loss_count}, d)
-        metrics, outputs = evaluate_splits(model, task.kind, task.evals, d, cfg)
-        history.append(
-            {"epoch": epoch, "step": trainer.step, "train_loss": sums["loss"] / max(sums["n"], 1), "metrics": metrics}
-        )
-        log.info("seed %d epoch %d step %d: %s", seed, epoch, trainer.step, _brief(metrics))
-        value = _value(metrics[main_split][task.main])
-        if best is None or value > _value(best["value"]):
-            best = {
-                "epoch": epoch,
-                "step": trainer.step,
-                "metric": f"{main_split}/{task.main}",
-                "value": metrics[main_split][task.main],
-                "metrics": metrics,
-            }
-            best_state = _state(model)
-            best_outputs = {s.name: outputs[s.name] for s in task.evals if s.writes}
-        if last:
+        starts = range(0, len(rows), per_rank)
+        if run.epoch != epoch or run.batch == 0:  # a new epoch (not one resumed inside)
+            run.epoch, run.batch, run.loss_sum, run.loss_count = epoch, 0, 0.0, 0.0
+        for i in range(run.batch, len(starts)):
+            loss = trainer.train_step(task.train, rows[starts[i] : starts[i] + per_rank])
+            run.step, run.batch, run.loss_sum, run.loss_count = (
+                trainer.step,
+                i + 1,
+                run.loss_sum + loss,
+                run.loss_count + 1,
+            )
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
+            epoch_end = i == len(starts) - 1 or trainer.done
+            by_epoch = epoch_end and (cfg.eval_every_epoch and epoch % eval_interval == 0 or epoch == epochs)
+            if by_epoch or trainer.done or (cfg.eval_steps and trainer.step % cfg.eval_steps == 0):
+                _evaluate(cfg, task, trainer, run, d)
+                run_files.checkpoint(seed_dir, trainer, run, d)
+            if trainer.done or run.stopped_early:
+                break
+        if trainer.done or run.stopped_early:
             break
     bar.close()
-    model.load_state_dict(best_state)
+    model.load_state_dict(run.best_state)
     test_metrics, test_outputs = evaluate_splits(model, task.kind, task.tests, d, cfg)
-    result = {
-        "task": task.name,
-        "model": str(cfg.model),
-        "seed": seed,
-        "world_size": d.world_size,
-        "config": dataclasses.asdict(cfg),
-        "examples": task.counts,
-        "truncated": task.truncated,
-        "epochs": epochs,
-        "steps": trainer.step,
-        "elapsed_s": time.perf_counter() - t0,
-        "history": history,
-        "best": best,
-        "test": test_metrics,
-    }
-    if dest is not None:
-        _save_run(dest, model, tok, task, result, best_outputs, test_outputs)
+    result = run_files.result_record(cfg, task, seed, d, epochs, run, test_metrics, time.perf_counter() - t0)
+    if d.is_main:
+        run_files.write_result(seed_dir / "result", cfg, model, tok, task, result, run.best_outputs, test_outputs)
+    barrier(d)
     return result
+
+
+def _selection(cfg: FinetuneConfig, task: Task) -> tuple[str, str]:
+    """(split, metric) that picks the best evaluation: --metric-for-best, else the task's main metric."""
+    split, _, metric = (cfg.metric_for_best or task.main).rpartition("/")
+    return split or task.evals[0].name, metric
+
+
+def _evaluate(cfg: FinetuneConfig, task: Task, trainer: _Trainer, run: RunState, d: Dist) -> None:
+    """Score the dev split(s), record the evaluation, keep the weights and outputs of the best one so far."""
+    sums = all_reduce_sum({"loss": run.loss_sum, "n": run.loss_count}, d)
+    metrics, outputs = evaluate_splits(trainer.model, task.kind, task.evals, d, cfg)
+    lr = trainer.scheduler.get_last_lr()[0]
+    run.history.append(
+        {
+            "epoch": run.epoch,
+            "step": trainer.step,
+            "train_loss": sums["loss"] / max(sums["n"], 1),
+            "lr": lr,
+            "metrics": metrics,
+        }  # fmt: skip
+    )
+    log.info("epoch %d step %d: %s", run.epoch, trainer.step, _brief(metrics))
+    if run.metric not in metrics.get(run.split, {}):
+        known = [f"{s}/{k}" for s, m in metrics.items() for k in m if k != "num_examples"]
+        raise InputError(f"--metric-for-best {run.split}/{run.metric}: not a metric of this task ({', '.join(known)})")
+    value = metrics[run.split][run.metric]
+    if run.best is None or metric_rank(value) > metric_rank(run.best["value"]):
+        run.best = {"epoch": run.epoch, "step": trainer.step, "metric": f"{run.split}/{run.metric}", "value": value,
+                    "metrics": metrics}  # fmt: skip
+        run.best_state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
+        run.best_outputs = {s.name: outputs[s.name] for s in task.evals if s.writes}
+        run.stale = 0
+    else:
+        run.stale += 1
+        run.stopped_early = cfg.early_stopping_patience is not None and run.stale >= cfg.early_stopping_patience
+        if run.stopped_early:
+            log.info("early stopping: %d evaluations without a better %s", run.stale, run.best["metric"])
 
 
 def _schedule(cfg: FinetuneConfig, n: int, per_rank: int, d: Dist) -> tuple[int, int]:
@@ -142,8 +171,8 @@ def _schedule(cfg: FinetuneConfig, n: int, per_rank: int, d: Dist) -> tuple[int,
 
 
 class _Trainer:
-    """AdamW (layer-wise LR decay) on a linear schedule with gradient clipping and (fp16) loss scaling, the model
-    wrapped in DDP under torchrun; counts the optimizer steps up to `total`."""
+    """AdamW (layer-wise LR decay) on a linear schedule with gradient clipping, (fp16) loss scaling and gradient
+    accumulation, the model wrapped in DDP under torchrun; counts the optimizer steps up to `total`."""
 
     def __init__(self, model: PreTrained, cfg: FinetuneConfig, d: Dist, total: int) -> None:
         self.model, self.cfg, self.device, self.total, self.step = model, cfg, d.device, total, 0
@@ -162,57 +191,30 @@ class _Trainer:
     def done(self) -> bool:
         return self.step >= self.total
 
-    def train_epoch(
-        self, train: Mapping[str, torch.Tensor], rows: np.ndarray, per_rank: int, bar: tqdm, epoch: int
-    ) -> tuple[float, float]:
-        """One step per `per_rank` of this rank's `rows` until they or the run end; the loss sum and count."""
+    def train_step(self, train: Mapping[str, torch.Tensor], rows: np.ndarray) -> float:
+        """One optimizer step on this rank's `rows` (in `grad_accum` micro-batches); the batch's mean loss."""
         self.model.train()
-        loss_sum = loss_count = 0.0
-        for lo in range(0, len(rows), per_rank):
-            with autocast(self.cfg.precision, self.device):
-                loss = self.net(**make_batch(train, rows[lo : lo + per_rank], self.device)).loss
+        parts = [p for p in np.array_split(rows, self.cfg.grad_accum) if len(p)]
+        total = 0.0
+        for j, part in enumerate(parts):
+            sync = j == len(parts) - 1 or not isinstance(self.net, DistributedDataParallel)
+            with (
+                self.net.no_sync() if not sync else contextlib.nullcontext(),
+                autocast(self.cfg.precision, self.device),
+            ):
+                loss = self.net(**make_batch(train, part, self.device)).loss
+            if len(parts) > 1:
+                loss = loss * (len(part) / len(rows))
             self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            self.step += 1
-            loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
-            if self.done:
-                break
-        return loss_sum, loss_count
-
-
-def _save_run(
-    dest: Path,
-    model: PreTrained,
-    tok: ConvBertTokenizer,
-    task: Task,
-    result: Mapping[str, Any],
-    best_outputs: Mapping[str, Outputs],
-    test_outputs: Mapping[str, Outputs],
-) -> None:
-    """best/ (model and tokenizer), the prediction files of the best epoch and the test splits, metrics.json."""
-    model.save_pretrained(dest / "best", tokenizer=tok)
-    for splits, outputs in ((task.evals, best_outputs), (task.tests, test_outputs)):
-        for s in splits:
-            if s.writes:
-                write_split(s, dest, outputs[s.name])
-    atomic_write_json(dest / "metrics.json", result)
-
-
-def _state(model: PreTrained) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _value(x: Any) -> float:
-    """A metric as a float for ranking epochs (NaN ranks lowest)."""
-    v = float(x)
-    return -math.inf if math.isnan(v) else v
+            total += loss.item()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return total
 
 
 def _brief(metrics: Mapping[str, Mapping[str, Any]]) -> str:

@@ -15,9 +15,26 @@ import torch
 
 from ..errors import InputError
 from ..fileio import atomic_write_text
-from ..metrics import classification_metrics, entity_f1, glue_metrics, regression_metrics, squad_evaluate
+from ..metrics import (
+    classification_metrics,
+    entity_f1,
+    glue_metrics,
+    multilabel_metrics,
+    regression_metrics,
+    squad_evaluate,
+)
 from ..tokenizer import ConvBertTokenizer
-from .config import GLUE_MAIN, INPUTS, QA, SEQUENCE, TOKEN, FinetuneConfig, Outputs, TaskConfig, task_kind
+from .config import (
+    GLUE_MAIN,
+    INPUTS,
+    QA,
+    SEQUENCE,
+    TOKEN,
+    FinetuneConfig,
+    Outputs,
+    TaskConfig,
+    task_kind,
+)
 from .conll import Sentence, TokenFeatures, align_predictions, conll_labels, read_conll, token_classification_features
 from .glue import GLUE, double_unordered, glue_task, read_glue, write_glue_submission
 from .squad import (
@@ -33,27 +50,28 @@ from .tasks import Example, Features, encode_examples, read_custom
 
 log = logging.getLogger(__name__)
 
-CLASSIFICATION, REGRESSION, NER, SQUAD = "classification", "regression", "ner", "squad"  # EvalSplit kinds
+CLASSIFICATION, MULTILABEL, REGRESSION, NER, SQUAD = "classification", "multilabel", "regression", "ner", "squad"
 
 
 @dataclass
 class EvalSplit:
     """Rows to run the model on, and the plain data `score_split` and `write_split` need for their outputs.
 
-    kind: classification (logits -> class ids, `remap`ped to task order), regression (logits[:, 0]), ner (tag ids
-    -> per-word tags) or squad (span logits -> answers). Only the fields of the split's kind are set.
+    kind: classification (logits -> class ids, `remap`ped to task order), multilabel (sigmoid(logits) > 0.5 -> a
+    multi-hot row, columns `remap`ped), regression (logits[:, 0]), ner (tag ids -> per-word tags) or squad (span
+    logits -> answers). Only the fields of the split's kind are set.
     """
 
     name: str
-    kind: str  # classification | regression | ner | squad
+    kind: str  # classification | multilabel | regression | ner | squad
     inputs: dict[str, torch.Tensor]  # input_ids, token_type_ids, attention_mask (N, T)
     num_examples: int  # examples (SQuAD: questions; N counts their windows)
     scored: bool  # labelled: score_split returns its metrics
     writes: bool  # write_split writes its prediction files
     labels: list[str] | None = None  # classification / ner: class (tag) names in model id order
-    # classification / regression
-    remap: np.ndarray | None = None  # classification: model label id -> task label id
-    references: np.ndarray | None = None  # gold task label ids / scores (scored splits)
+    # classification / multilabel / regression
+    remap: np.ndarray | None = None  # classification, multilabel: model label id -> task label id
+    references: np.ndarray | None = None  # gold task label ids / multi-hot (N, C) rows / scores (scored splits)
     examples: list[Example] = field(default_factory=list)  # the texts, for the written records
     glue: str | None = None  # a GLUE task: its metrics; written as its submission file for this split
     # ner
@@ -78,6 +96,7 @@ class Task:
     main: str  # metric key in evals[0]'s metrics
     counts: dict[str, int] = field(default_factory=dict)  # examples per split
     truncated: dict[str, int] = field(default_factory=dict)  # examples cut at max_length per split
+    multi_label: bool = False  # a sequence task whose rows hold any number of labels
 
 
 # ------------------------------------------------------------------------------------------ outputs of a split
@@ -95,6 +114,8 @@ def score_split(split: EvalSplit, outputs: Outputs) -> dict[str, Any] | None:
         return glue_metrics(split.glue, predictions, split.references)
     if split.kind == REGRESSION:
         return regression_metrics(predictions, split.references)
+    if split.kind == MULTILABEL:
+        return multilabel_metrics(predictions, split.references)
     return classification_metrics(predictions, split.references, len(split.labels))
 
 
@@ -120,19 +141,29 @@ def write_split(split: EvalSplit, path: Path, outputs: Outputs) -> None:
             path / "submission", split.glue, split.name, split.examples, sequence_predictions(split, outputs)
         )
     else:
-        rows = sequence_records(outputs["logits"], split.labels)
+        rows = sequence_records(outputs["logits"], split.labels, multi_label=split.kind == MULTILABEL)
         write_jsonl(
             path / "test_predictions.jsonl",
             [
-                {"text": e.text_a, **({"text_pair": e.text_b} if e.text_b else {}), **r}
+                {
+                    "text": e.text_a,
+                    **({"text_pair": e.text_b} if e.text_b else {}),
+                    "gold": list(e.label) if isinstance(e.label, tuple) else e.label,
+                    **r,
+                }
                 for e, r in zip(split.examples, rows)
             ],
         )
 
 
 def sequence_predictions(split: EvalSplit, outputs: Outputs) -> np.ndarray:
-    """Class ids in task order (remapped from model ids), or regression scores."""
+    """Class ids in task order (remapped from model ids), multi-hot rows (N, C) in task order, or regression
+    scores."""
     logits = outputs["logits"]
+    if split.kind == MULTILABEL:
+        hot = np.zeros(logits.shape, dtype=bool)
+        hot[:, split.remap] = logits > 0  # sigmoid(logit) > 0.5
+        return hot
     return logits[:, 0] if split.kind == REGRESSION else split.remap[logits.argmax(1)]
 
 
@@ -152,10 +183,17 @@ def squad_answers(split: EvalSplit, outputs: Outputs) -> SquadPredictions:
     )
 
 
-def sequence_records(logits: np.ndarray, labels: list[str] | None) -> list[dict[str, Any]]:
-    """Per row: {"score"} for regression (labels None), else {"label", "scores": {label: softmax probability}}."""
+def sequence_records(logits: np.ndarray, labels: list[str] | None, multi_label: bool = False) -> list[dict[str, Any]]:
+    """Per row: {"score"} for regression (labels None), {"labels": [label with sigmoid probability > 0.5],
+    "scores": {label: sigmoid probability}} for multi_label, else {"label", "scores": {label: softmax probability}}."""
     if labels is None:
         return [{"score": float(row[0])} for row in logits]
+    if multi_label:
+        probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
+        return [
+            {"labels": [y for y, hot in zip(labels, row > 0) if hot], "scores": dict(zip(labels, map(float, p)))}
+            for row, p in zip(logits, probs)
+        ]
     z = np.exp(logits - logits.max(1, keepdims=True))
     probs = z / z.sum(1, keepdims=True)
     return [{"label": labels[int(row.argmax())], "scores": dict(zip(labels, map(float, row)))} for row in probs]
@@ -213,11 +251,17 @@ def _sequence_split(
     writes: bool,
     glue: str | None = None,
 ) -> EvalSplit:
-    """Encode a sequence-classification split (regression when `remap` is None); `glue` names a GLUE task."""
-    feats = _encoded(task, name, encode_examples(tok, examples, label2id, max_length, regression=label2id is None))
+    """Encode a sequence-classification split (regression when `remap` is None, multi-label for a multi-label
+    task); `glue` names a GLUE task."""
+    multi = task.multi_label
+    feats = _encoded(
+        task,
+        name,
+        encode_examples(tok, examples, label2id, max_length, regression=label2id is None, multi_label=multi),
+    )
     return EvalSplit(
         name,
-        REGRESSION if remap is None else CLASSIFICATION,
+        REGRESSION if remap is None else MULTILABEL if multi else CLASSIFICATION,
         {k: feats[k] for k in INPUTS},
         len(examples),
         scored,
@@ -301,19 +345,23 @@ def _custom_task(cfg: TaskConfig, tok: ConvBertTokenizer, model_labels: list[str
         text_pair_column=cfg.text_pair_column,
         label_column=cfg.label_column,
         regression=cfg.regression,
+        multi_label=cfg.multi_label,
+        label_separator=cfg.label_separator,
     )
     labels, train_examples = model_labels, None
     if train:
         train_examples, labels = read_custom(cfg.train, **read)
         if labels is not None and len(labels) < 2:
             raise InputError(f"{cfg.train}: only one label ({labels[0]!r}); classification needs at least two")
-    task = Task("custom", SEQUENCE, labels, None, [], [], "spearman" if cfg.regression else "accuracy")
+    main = "spearman" if cfg.regression else "micro_f1" if cfg.multi_label else "accuracy"
+    task = Task("custom", SEQUENCE, labels, None, [], [], main, multi_label=cfg.multi_label)
     label2id = None if labels is None else {label: i for i, label in enumerate(labels)}
     remap = None if labels is None else np.arange(len(labels))
     if train_examples is not None:
-        task.train = _encoded(
-            task, "train", encode_examples(tok, train_examples, label2id, cfg.max_length, regression=cfg.regression)
+        feats = encode_examples(
+            tok, train_examples, label2id, cfg.max_length, regression=cfg.regression, multi_label=cfg.multi_label
         )
+        task.train = _encoded(task, "train", feats)
     dev_examples, _ = read_custom(cfg.dev, **read, labels=labels)
     task.evals.append(
         _sequence_split(task, "dev", dev_examples, tok, cfg.max_length, label2id, remap, scored=True, writes=False)

@@ -1,8 +1,8 @@
 """Fine-tuning data shared by every task: the `Example` record, the UTF-8 line and field readers, custom
-classification files, and encoding into model inputs.
+classification files and tables, and encoding into model inputs.
 
-GLUE lives in `glue`, CoNLL token classification in `conll`. Every reader raises `InputError` naming the
-file and 1-based line.
+GLUE lives in `glue`, CoNLL token classification in `conll`, Parquet/Arrow/`datasets` tables in `convbert.tabular`.
+Every reader raises `InputError` naming the file and 1-based line (tables: the source and 0-based row).
 """
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..tabular import is_table, open_table
 from ..tokenizer import ConvBertTokenizer
 
 
 @dataclass
 class Example:
-    """One sentence (pair) to classify or score; `label` is None for unlabelled (test) data."""
+    """One sentence (pair) to classify or score; `label` is None for unlabelled (test) data, a tuple of label names
+    (maybe empty) for multi-label data."""
 
     text_a: str
     text_b: str | None
-    label: str | float | None
+    label: str | float | tuple[str, ...] | None
     guid: str  # the file's index/id column where it has one, else the 1-based line number
 
 
@@ -74,12 +76,28 @@ def finite_score(value: Any, where: str, column: str) -> float:
 # ------------------------------------------------------------------------------------------ custom files
 
 
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for a .tsv (no quoting), .csv (standard quoting) or .jsonl file.
+def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for a .tsv (no quoting), .csv (standard quoting), .jsonl or .json file (JSON Lines, or
+    one JSON array of objects); (row number from 0, record) for a table (see `convbert.tabular`: .parquet, .arrow, a
+    `datasets` directory, hub:NAME[:CONFIG][#SPLIT]).
 
     TSV/CSV files start with a header row naming the columns; blank lines are skipped.
     """
+    if is_table(path):
+        yield from open_table(path).rows()
+        return
+    path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".tsv", ".csv"):
+        raise InputError(
+            f"{path}: unknown file type {suffix!r}; expected .tsv, .csv, .jsonl, .json, .parquet or .arrow, "
+            "a datasets directory or hub:NAME[:CONFIG][#SPLIT]"
+        )
+    if not path.is_file():
+        raise InputError(f"{path}: not found")
+    if suffix == ".json" and _is_json_array(path):
+        yield from _json_array(path)
+        return
     if suffix in (".jsonl", ".json"):
         for lineno, line in text_lines(path):
             if not line.strip():
@@ -94,10 +112,8 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         return
     if suffix == ".tsv":
         rows: Iterator[tuple[int, list[str]]] = ((n, line.split("\t")) for n, line in text_lines(path) if line)
-    elif suffix == ".csv":
-        rows = _csv_rows(path)
     else:
-        raise InputError(f"{path}: unknown file type {suffix!r}; expected .tsv, .csv or .jsonl")
+        rows = _csv_rows(path)
     header = next(rows, None)
     if header is None:
         raise InputError(f"{path}: empty file")
@@ -106,6 +122,47 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if len(fields) != len(columns):
             raise InputError(f"{path}:{lineno}: expected {len(columns)} columns (as the header), got {len(fields)}")
         yield lineno, dict(zip(columns, fields))
+
+
+def _is_json_array(path: Path) -> bool:
+    """Whether a .json file holds one JSON array (its first non-blank character is "[")."""
+    for _, line in text_lines(path):
+        if line.strip():
+            return line.lstrip().startswith("[")
+    return False
+
+
+def _json_array(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number where it starts, object) for each element of a .json file holding an array of objects."""
+    text = "\n".join(line for _, line in text_lines(path))
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+
+    def skip(pos: int) -> int:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        return pos
+
+    pos = skip(pos)
+    if text.startswith("]", pos):
+        return
+    while True:
+        line = text.count("\n", 0, pos) + 1
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{text.count(chr(10), 0, e.pos) + 1}: invalid JSON: {e.msg}") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
+        yield line, record
+        pos = skip(pos)
+        if text.startswith("]", pos):
+            if skip(pos + 1) < len(text):
+                raise InputError(f"{path}:{text.count(chr(10), 0, pos) + 1}: unexpected text after the JSON array")
+            return
+        if not text.startswith(",", pos):
+            raise InputError(f"{path}:{text.count(chr(10), 0, pos) + 1}: expected ',' or ']' in the JSON array")
+        pos = skip(pos + 1)
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -140,40 +197,101 @@ def read_custom(
     label_column: str | None = "label",
     labels: Sequence[str] | None = None,
     regression: bool = False,
+    multi_label: bool = False,
+    label_separator: str = ",",
 ) -> tuple[list[Example], list[str] | None]:
-    """Read a custom classification/regression file: .tsv or .csv with a header row, or .jsonl.
+    """Read a custom classification/regression file: .tsv or .csv with a header row, .jsonl or .json, or a table
+    (.parquet, .arrow, a `datasets` directory, hub:NAME[:CONFIG][#SPLIT]; see `convbert.tabular`).
 
     Returns the examples and the label list: `labels` when given (any other label is an error, so
-    pass the training file's list when reading dev/test), else the sorted labels found in the file;
-    None for regression. `label_column=None` reads unlabelled data.
+    pass the training file's list when reading dev/test), else the sorted labels found in the file (a table's
+    ClassLabel column: its class names, in class id order, and its ids are read as those names);
+    None for regression. `label_column=None` reads unlabelled data. A table's guids are its row numbers (from 0).
+
+    multi_label: a row's label is a list of names (or of a table's ClassLabel ids), or text split at
+    `label_separator` (each name stripped; "" is no label); each example's label is then a tuple of names.
     """
-    path = Path(path)
+    class_names = None
+    if is_table(path):
+        table = open_table(path, [c for c in (text_column, text_pair_column, label_column) if c is not None])
+        records, place = table.rows(), table.where
+        if label_column is not None and not regression:
+            class_names = table.class_names.get(label_column)  # ClassLabel, or a list of them (multi_label)
+    else:
+        path = Path(path)
+        records, place = read_records(path), lambda n: f"{path}:{n}"
     examples, seen = [], set()
-    for lineno, record in read_records(path):
-        where = f"{path}:{lineno}"
+    for lineno, record in records:
+        where = place(lineno)
         for column in (text_column, text_pair_column, label_column):
             if column is not None and column not in record:
                 raise InputError(f"{where}: missing field {column!r}")
         text_a = required_text(record[text_column], where, text_column)
         text_b = None if text_pair_column is None else required_text(record[text_pair_column], where, text_pair_column)
-        label: str | float | None = None
+        label: str | float | tuple[str, ...] | None = None
         if label_column is not None:
             value = record[label_column]
             if regression:
                 label = finite_score(value, where, label_column)
-            elif isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-                label = str(value)
-                if labels is not None and label not in labels:
-                    raise InputError(f"{where}: unknown label {label!r}; expected one of {', '.join(labels)}")
-                seen.add(label)
+            elif multi_label:
+                names = _label_list(value, where, label_column, label_separator)
+                label = tuple(dict.fromkeys(_label_name(v, class_names, labels, where, label_column) for v in names))
+                seen.update(label)
             else:
-                raise InputError(f"{where}: label {value!r} must be a string or an integer")
+                label = _label_name(value, class_names, labels, where, label_column)
+                seen.add(label)
         examples.append(Example(text_a, text_b, label, str(lineno)))
     if not examples:
         raise InputError(f"{path}: no examples")
     if regression:
         return examples, None
-    return examples, list(labels) if labels is not None else _sorted_labels(seen) or None
+    if multi_label and label_column is not None and labels is None and class_names is None and not seen:
+        raise InputError(f"{path}: no row has a label in {label_column!r}")
+    if labels is not None:
+        return examples, list(labels)
+    return examples, list(class_names) if class_names is not None else _sorted_labels(seen) or None
+
+
+def _class_name(value: Any, class_names: Sequence[str] | None, where: str, column: str) -> Any:
+    """A table's ClassLabel id as its class name; any other value as it is."""
+    if class_names is None or not isinstance(value, int) or isinstance(value, bool):
+        return value
+    if not 0 <= value < len(class_names):
+        raise InputError(
+            f"{where}: {column!r} {value} is not a class id (0..{len(class_names) - 1} for "
+            f"{', '.join(class_names)})" + ("; -1 marks an unlabelled row" if value == -1 else "")
+        )
+    return class_names[value]
+
+
+def _label_name(
+    value: Any, class_names: Sequence[str] | None, labels: Sequence[str] | None, where: str, column: str
+) -> str:
+    """One class label as its name (a string, an integer, a ClassLabel id), checked against `labels`."""
+    value = _class_name(value, class_names, where, column)
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise InputError(f"{where}: label {value!r} must be a string or an integer")
+    label = str(value)
+    if labels is not None and label not in labels:
+        raise InputError(f"{where}: unknown label {label!r}; expected one of {', '.join(labels)}")
+    return label
+
+
+def _label_list(value: Any, where: str, column: str, separator: str) -> list[Any]:
+    """A multi-label cell's labels: a list as it is, text split at `separator` (each name stripped; "" or blank:
+    none). An empty name is an error."""
+    if isinstance(value, (list, tuple)):
+        names = list(value)
+    elif isinstance(value, str):
+        names = [] if not value.strip() else [name.strip() for name in value.split(separator)]
+    else:
+        raise InputError(
+            f"{where}: {column!r} must be a list of labels or text with labels separated by {separator!r}, "
+            f"got {value!r}"
+        )
+    if any(isinstance(name, str) and not name.strip() for name in names):
+        raise InputError(f"{where}: empty label name in {column!r} ({value!r})")
+    return names
 
 
 # ------------------------------------------------------------------------------------------- encoding
@@ -182,7 +300,7 @@ def read_custom(
 @dataclass
 class Features:
     """Model inputs: `tensors` holds input_ids, token_type_ids, attention_mask (N, T) and, for
-    labelled data, labels (N,) (long for classes, float for regression)."""
+    labelled data, labels (N,) (long for classes, float for regression; multi-label: a float multi-hot (N, C))."""
 
     tensors: dict[str, torch.Tensor]
     num_truncated: int  # examples longer than max_length that were cut
@@ -194,10 +312,12 @@ def encode_examples(
     label2id: dict[str, int] | None,
     max_length: int,
     regression: bool = False,
+    multi_label: bool = False,
 ) -> Features:
     """Tokenize `[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]`, truncating longest-first to `max_length`
     and padding to the longest row. Labels are encoded when every example has one (classification
-    needs `label2id`); unlabelled examples give no labels tensor.
+    needs `label2id`; multi_label: each label a tuple of names, encoded multi-hot); unlabelled examples give no
+    labels tensor.
     """
     if not examples:
         raise InputError("no examples to encode")
@@ -213,6 +333,15 @@ def encode_examples(
             labels = torch.tensor([float(e.label) for e in examples], dtype=torch.float)
         elif label2id is None:
             raise InputError("label2id is needed to encode class labels")
+        elif multi_label:
+            labels = torch.zeros(len(examples), len(label2id), dtype=torch.float)
+            for i, e in enumerate(examples):
+                if not isinstance(e.label, (tuple, list)):
+                    raise InputError(f"example {e.guid}: multi-label data needs a list of labels, got {e.label!r}")
+                for name in e.label:
+                    if name not in label2id:
+                        raise InputError(f"example {e.guid}: label {name!r} is not in label2id")
+                    labels[i, label2id[name]] = 1.0
         else:
             for e in examples:
                 if e.label not in label2id:

@@ -1,6 +1,6 @@
 """`convbert bench`: our ConvBertModel against transformers' ConvBERT and a same-size ELECTRA/BERT.
 
-Protocol (docs/performance.md): all models live in one process and are timed interleaved (A, B, C, A, B, C, ...),
+Protocol (README, "Speed"): all models live in one process and are timed interleaved (A, B, C, A, B, C, ...),
 so that the noise of a shared machine hits them alike; a model's time is the median over repeats and a ratio is
 the median of the per-repeat paired ratios. Activation memory is measured in a fresh subprocess per model.
 Roles: "ours", "ours-compiled" (with --compile), "hf-convbert" (transformers' ConvBertModel, loaded with our
