@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
 from .fileio import read_json_object
+from .settings import Range
 
 CONV_TYPES = ("sdconv", "dconv", "lconv", "noconv")
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu", "tanh")
 CLASSIFIER_HEADS = ("dense", "linear")
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+# Upper bounds on the sizes: far above any real encoder (the largest vocabularies are ~256k, the widest models
+# 12,288 wide with 96 layers), low enough that a typo fails here instead of allocating hundreds of GB.
+MAX_VOCAB = 1_000_000  # vocab_size (and pad_token_id below it)
+MAX_WIDTH = 16_384  # hidden_size, embedding_size, attention_head_size
+MAX_FFN = 65_536  # intermediate_size (4 x MAX_WIDTH)
+MAX_LAYERS = 256  # num_hidden_layers
+MAX_HEADS = 1_024  # num_attention_heads, head_ratio, num_groups
+MAX_POSITIONS = 65_536  # max_position_embeddings
+MAX_TYPE_VOCAB = 1_024  # type_vocab_size (BERT: 2)
+MAX_KERNEL = 1_023  # conv_kernel_size (odd)
+MAX_LABELS = 100_000  # num_labels, id2label entries
 # the ConvBertConfig fields a BERT / ELECTRA config.json has too (same names and meaning)
 BERT_CONFIG_KEYS = (
     "vocab_size",
@@ -32,7 +48,145 @@ BERT_CONFIG_KEYS = (
 
 
 class ConfigError(InputError):
-    """An invalid model configuration; the message names the offending field."""
+    """An invalid model configuration; the message names the offending field.
+
+    A field error also carries `field`, `expected` (text) and `value` (what was given), which `from_dict`
+    words as `FILE: FIELD: expected ..., got FIELD=VALUE`."""
+
+    def __init__(self, message: str, field: str | None = None, expected: str | None = None, value: Any = None):
+        super().__init__(message)
+        self.field, self.expected, self.value = field, expected, value
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _field_error(field: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"ConvBertConfig.{field}={_shown(value)}: expected {expected}", field, expected, value)
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """What one ConvBertConfig field holds: its type (int: not bool, integral floats become ints; float: finite,
+    ints become floats), an allowed Range, the allowed strings, and whether null (None) is allowed."""
+
+    kind: type  # int | float | bool | str | dict | list
+    range: Range | None = None
+    choices: tuple[str, ...] | None = None
+    optional: bool = False
+
+    @property
+    def expected(self) -> str:
+        if self.choices is not None:
+            text = f"one of {', '.join(self.choices)}"
+        elif self.kind is bool:
+            text = "true or false"
+        elif self.kind is dict:
+            text = "a mapping of label ids 0..N-1 to label names"
+        elif self.kind is list:
+            text = "a list of strings"
+        else:
+            text = "an integer" if self.kind is int else "a finite number"
+            r = self.range
+            if r is not None and r.lo is not None and r.hi is not None:
+                text += f" from {r.lo:,} to {r.hi:,}"
+            elif r is not None and r.lo is not None:
+                text += f" {'>' if r.lo_open else '>='} {r.lo:g}"
+        return text + (" or null" if self.optional else "")
+
+    def check(self, field: str, value: Any) -> Any:
+        """`value`, normalised (2.0 -> 2 for an int, 1 -> 1.0 for a float), or a ConfigError."""
+        if value is None and self.optional:
+            return None
+        given, ok = value, False
+        if self.kind is bool:
+            ok = isinstance(value, bool)
+        elif self.kind is int:
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+                value = int(value)
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif self.kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            value = float(value) if ok else value
+        elif self.kind is str:
+            ok = isinstance(value, str)
+        elif self.kind is list:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        elif self.kind is dict:
+            ok = isinstance(value, Mapping)
+        if ok and self.choices is not None:
+            ok = value in self.choices
+        if ok and self.range is not None:
+            ok = value in self.range
+        if not ok:
+            raise _field_error(field, self.expected, given)
+        return value
+
+
+_PROBABILITY = FieldRule(float, Range(0, 1))
+_POSITIVE = FieldRule(float, Range(0, lo_open=True))
+
+# every ConvBertConfig field, checked in this order by `ConvBertConfig.validate`
+FIELD_RULES: dict[str, FieldRule] = {
+    "vocab_size": FieldRule(int, Range(1, MAX_VOCAB)),
+    "hidden_size": FieldRule(int, Range(1, MAX_WIDTH)),
+    "embedding_size": FieldRule(int, Range(1, MAX_WIDTH)),
+    "num_hidden_layers": FieldRule(int, Range(1, MAX_LAYERS)),
+    "num_attention_heads": FieldRule(int, Range(1, MAX_HEADS)),
+    "intermediate_size": FieldRule(int, Range(1, MAX_FFN)),
+    "hidden_act": FieldRule(str, choices=ACTIVATIONS),
+    "hidden_dropout_prob": _PROBABILITY,
+    "attention_probs_dropout_prob": _PROBABILITY,
+    "max_position_embeddings": FieldRule(int, Range(1, MAX_POSITIONS)),
+    "type_vocab_size": FieldRule(int, Range(1, MAX_TYPE_VOCAB)),
+    "initializer_range": _POSITIVE,
+    "layer_norm_eps": _POSITIVE,
+    "pad_token_id": FieldRule(int, Range(0, MAX_VOCAB - 1)),  # and below vocab_size
+    "head_ratio": FieldRule(int, Range(1, MAX_HEADS)),
+    "conv_kernel_size": FieldRule(int, Range(1, MAX_KERNEL)),  # and odd
+    "attention_head_size": FieldRule(int, Range(1, MAX_WIDTH), optional=True),
+    "num_groups": FieldRule(int, Range(1, MAX_HEADS)),  # and dividing hidden_size and intermediate_size
+    "classifier_dropout": FieldRule(float, Range(0, 1), optional=True),
+    "classifier_head": FieldRule(str, choices=CLASSIFIER_HEADS),
+    "conv_type": FieldRule(str, choices=CONV_TYPES),
+    "mask_conv_padding": FieldRule(bool),
+    "num_labels": FieldRule(int, Range(1, MAX_LABELS)),  # == len(id2label)
+    "id2label": FieldRule(dict, optional=True),  # keys 0..num_labels-1 (int or decimal text), str values
+    "problem_type": FieldRule(str, choices=PROBLEM_TYPES, optional=True),
+    "architectures": FieldRule(list, optional=True),
+}
+
+
+def _label_ids(field: str, mapping: Any, what: str) -> dict[int, Any]:
+    """{id: item} of a mapping whose keys (id2label) or values (label2id) are label ids: ints or decimal text,
+    exactly 0..N-1 (N = the entries)."""
+    if not isinstance(mapping, Mapping) or not mapping:
+        shape = "label ids 0..N-1 to label names" if field == "id2label" else "label names to label ids 0..N-1"
+        raise _field_error(field, f"a non-empty mapping of {shape}", mapping)
+    pairs = mapping.items() if field == "id2label" else ((v, k) for k, v in mapping.items())
+    out: dict[int, Any] = {}
+    for raw, item in pairs:
+        if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+            i = int(raw)
+        elif isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+            i = raw
+        else:
+            raise _field_error(field, f"{what} that are label ids 0, 1, 2, ... (found {raw!r})", mapping)
+        if not isinstance(item, str):
+            side = "values" if field == "id2label" else "keys"
+            raise _field_error(field, f"label names (strings) as {side} (found {item!r})", mapping)
+        if i in out and field == "id2label":
+            raise _field_error(field, f"each label id once (found {raw!r} twice)", mapping)
+        out[i] = item
+    n = len(mapping) if field == "id2label" else len(out)
+    if sorted(out) != list(range(n)):
+        found = ", ".join(map(str, sorted(out)[:8])) + (", ..." if len(out) > 8 else "")
+        raise _field_error(field, f"{what} 0..{n - 1} without gaps (found {found})", mapping)
+    if n > MAX_LABELS:
+        raise _field_error(field, f"at most {MAX_LABELS:,} labels", mapping)
+    return dict(sorted(out.items()))
 
 
 @dataclass
@@ -68,7 +222,7 @@ class ConvBertConfig:
 
     def __post_init__(self) -> None:
         if self.id2label is not None:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            self.id2label = _label_ids("id2label", self.id2label, "keys")
             self.num_labels = len(self.id2label)
         self.validate()
 
@@ -93,55 +247,32 @@ class ConvBertConfig:
         return self.attention_heads * self.head_size
 
     def validate(self) -> None:
-        def bad(name: str, why: str) -> None:
-            raise ConfigError(f"ConvBertConfig.{name}={getattr(self, name)!r}: {why}")
+        """Every field by its FIELD_RULES entry (type, range, choices), then the rules between fields."""
+        for name, rule in FIELD_RULES.items():
+            setattr(self, name, rule.check(name, getattr(self, name)))
+        if self.id2label is not None:
+            self.id2label = _label_ids("id2label", self.id2label, "keys")
+            if len(self.id2label) != self.num_labels:
+                raise _field_error("num_labels", f"{len(self.id2label)} (the id2label entries)", self.num_labels)
 
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "embedding_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "head_ratio",
-            "conv_kernel_size",
-            "num_groups",
-            "num_labels",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                bad(name, "must be a positive integer")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                bad(name, "must be in [0, 1)")
-        if self.conv_type not in CONV_TYPES:
-            bad("conv_type", f"must be one of {', '.join(CONV_TYPES)}")
-        if self.classifier_head not in CLASSIFIER_HEADS:
-            bad("classifier_head", f"must be one of {', '.join(CLASSIFIER_HEADS)}")
-        if self.hidden_act not in ACTIVATIONS:
-            bad("hidden_act", f"must be one of {', '.join(ACTIVATIONS)}")
+        def bad(name: str, expected: str) -> None:
+            raise _field_error(name, expected, getattr(self, name))
+
         if self.conv_kernel_size % 2 == 0:
-            bad("conv_kernel_size", "must be odd (the window is centred on the token)")
+            bad("conv_kernel_size", "an odd number (the window is centred on the token)")
         heads = self.attention_heads
-        if self.attention_head_size is not None:
-            if not isinstance(self.attention_head_size, int) or self.attention_head_size < 1:
-                bad("attention_head_size", "must be a positive integer or null")
-        elif self.conv_type == "noconv":
-            if self.hidden_size % heads:
-                bad("hidden_size", f"must be divisible by the {heads} attention heads")
-        elif self.hidden_size % (2 * heads):
-            bad("hidden_size", f"must be divisible by 2 x {heads} heads (attention + convolution halves)")
+        if self.attention_head_size is None:
+            step = heads if self.conv_type == "noconv" else 2 * heads
+            if self.hidden_size % step:
+                why = f"the {heads} attention heads" if step == heads else f"2 x {heads} heads: attention + convolution"
+                bad("hidden_size", f"a multiple of {step} ({why})")
         if self.hidden_size % self.num_groups or self.intermediate_size % self.num_groups:
             bad(
                 "num_groups",
-                f"must divide hidden_size {self.hidden_size} and intermediate_size {self.intermediate_size}",
+                f"a divisor of hidden_size {self.hidden_size} and intermediate_size {self.intermediate_size}",
             )
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            bad("pad_token_id", f"must be a token id below vocab_size {self.vocab_size}")
-        if self.problem_type not in (None, "regression", "single_label_classification", "multi_label_classification"):
-            bad("problem_type", "must be regression, single_label_classification or multi_label_classification")
+        if self.pad_token_id >= self.vocab_size:
+            bad("pad_token_id", f"a token id below vocab_size {self.vocab_size}")
 
     # ---------------------------------------------------------------- presets
     @classmethod
@@ -171,19 +302,39 @@ class ConvBertConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> ConvBertConfig:
-        """Read a config.json dict (ours or transformers'); unknown keys are ignored."""
+        """Read a config.json dict (ours or transformers'); unknown keys (transformers_version, torch_dtype, ...)
+        are ignored. Every field is checked (`FIELD_RULES`), and label2id / num_labels against id2label;
+        errors read `SOURCE: FIELD: expected ..., got FIELD=VALUE`."""
         if d.get("model_type", "convbert") not in ("convbert", "conv_bert"):
             raise ConfigError(f"{source}: model_type {d.get('model_type')!r} is not convbert")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         if kwargs.get("pad_token_id") is None:
             kwargs.pop("pad_token_id", None)
-        if "id2label" not in kwargs and "num_labels" in d:
+        if kwargs.get("id2label") is None and "num_labels" in d:
             kwargs["num_labels"] = d["num_labels"]
         try:
-            return cls(**kwargs)
-        except (ConfigError, TypeError) as e:
+            config = cls(**kwargs)
+            if kwargs.get("id2label") is not None and "num_labels" in d:
+                if FIELD_RULES["num_labels"].check("num_labels", d["num_labels"]) != config.num_labels:
+                    raise _field_error("num_labels", f"{config.num_labels} (the id2label entries)", d["num_labels"])
+            if d.get("label2id") is not None:
+                label_ids = _label_ids("label2id", d["label2id"], "values")
+                if len(label_ids) != config.num_labels:
+                    n = config.num_labels
+                    raise _field_error("label2id", f"{n} names with ids 0..{n - 1}, one per label", d["label2id"])
+        except ConfigError as e:
+            if e.field is None:
+                raise ConfigError(f"{source}: {e}") from None
+            raise ConfigError(
+                f"{source}: {e.field}: expected {e.expected}, got {e.field}={_shown(e.value)}",
+                e.field,
+                e.expected,
+                e.value,
+            ) from None
+        except TypeError as e:
             raise ConfigError(f"{source}: {e}") from None
+        return config
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> ConvBertConfig:
