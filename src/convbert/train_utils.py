@@ -1,30 +1,21 @@
-"""Training pieces shared by pretraining and fine-tuning: processes, optimizer, schedule, precision, checkpoints.
-
-Checkpoints hold no pickles: weights and optimizer tensors in safetensors, everything else in JSON.
-"""
+"""Training pieces shared by pretraining and fine-tuning: processes, optimizer, schedule, precision, RNG state."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
 import re
-import shutil
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import InputError
-from .fileio import atomic_dir
 from .settings import Precision
 
 log = logging.getLogger(__name__)
@@ -169,113 +160,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-# ------------------------------------------------------------------------------------------ optimizer state
-def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
-    for idx, st in sd["state"].items():
-        meta["state"][str(idx)] = []
-        for key, value in st.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{idx}.{key}"] = value.contiguous()
-                meta["state"][str(idx)].append(key)
-    return tensors, meta
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    state = {int(idx): {key: tensors[f"{idx}.{key}"] for key in keys} for idx, keys in meta["state"].items()}
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-CKPT_RE = re.compile(r"^step-(\d{8})$")
-
-
-def save_checkpoint(
-    out_dir: Path,
-    step: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    scaler: torch.amp.GradScaler,
-    d: Dist,
-    state: dict[str, Any],
-    keep: int = 3,
-    rng_per_rank: list[tuple[dict, dict]] | None = None,
-    files: dict[str, dict[str, torch.Tensor]] | None = None,
-) -> Path:
-    """Write OUT/step-XXXXXXXX/ atomically (model, optimizer, scheduler, scaler, RNG of every rank, state, and
-    `files`: more safetensors files by name)."""
-    path = out_dir / f"step-{step:08d}"
-    model_state = {k: v.detach().contiguous().cpu() for k, v in _unique_state(model).items()}
-    opt_tensors, opt_meta = optimizer_state(optimizer)
-    with atomic_dir(path) as tmp:
-        save_file(model_state, str(tmp / "model.safetensors"))
-        save_file({k: v.cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
-        rng_meta = []
-        for r, (tensors, meta) in enumerate(rng_per_rank or [rng_state(d)]):
-            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / f"rng-{r}.safetensors"))
-            rng_meta.append(meta)
-        info = {
-            "step": step,
-            "optimizer": opt_meta,
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": rng_meta,
-            **state,
-        }
-        for name, group in (files or {}).items():
-            save_file({k: v.detach().contiguous().cpu() for k, v in group.items()}, str(tmp / name))
-        (tmp / "trainer_state.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-    old = sorted(p for p in out_dir.iterdir() if CKPT_RE.match(p.name))[:-keep] if keep > 0 else []
-    for p in old:
-        shutil.rmtree(p, ignore_errors=True)
-    return path
-
-
-def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict without tied duplicates (safetensors refuses shared storage)."""
-    seen, out = set(), {}
-    for k, v in model.state_dict(keep_vars=True).items():
-        if isinstance(v, nn.Parameter) and id(v) in seen:
-            continue
-        seen.add(id(v))
-        out[k] = v.detach()
-    return out
-
-
-def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler, d: Dist
-) -> dict[str, Any]:
-    """Restore everything save_checkpoint wrote; InputError if any part is missing or corrupt."""
-    try:
-        info = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        weights = load_file(str(path / "model.safetensors"))
-        opt_tensors = load_file(str(path / "optimizer.safetensors"), device=str(d.device))
-        rng_file = path / f"rng-{d.rank}.safetensors"
-        rng = load_file(str(rng_file if rng_file.exists() else path / "rng-0.safetensors"))
-    except Exception as e:  # any unreadable part means the checkpoint is unusable
-        raise InputError(f"{path}: corrupt or incomplete checkpoint: {e}") from None
-    expected = _unique_state(model)
-    if set(weights) != set(expected):
-        raise InputError(
-            f"{path}: checkpoint weights do not match the model: {sorted(set(weights) ^ set(expected))[:5]}"
-        )
-    missing, _ = model.load_state_dict(weights, strict=False)
-    if any(k in expected for k in missing):
-        raise InputError(f"{path}: missing weights {missing[:5]}")
-    load_optimizer_state(optimizer, opt_tensors, info["optimizer"])
-    scheduler.load_state_dict(info["scheduler"])
-    scaler.load_state_dict(info["scaler"])
-    metas = info["rng"]
-    set_rng_state(rng, metas[d.rank] if d.rank < len(metas) else metas[0], d)
-    return info
-
-
-def find_checkpoints(out_dir: Path) -> list[Path]:
-    """step-* dirs, newest first."""
-    if not out_dir.is_dir():
-        return []
-    return sorted((p for p in out_dir.iterdir() if CKPT_RE.match(p.name) and p.is_dir()), reverse=True)
