@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from convbert.checkpoints import find_checkpoints
 from convbert.config import ConvBertConfig
 from convbert.demo import finetune_or_reuse, label_subset, pretrain_or_reuse, run_jobs, write_data
 from convbert.demo_report import interval
@@ -40,7 +41,6 @@ from convbert.pretraining.objective import generator_config
 from convbert.tokenizer import ConvBertTokenizer
 from convbert.tools import corpora, fetch
 from convbert.tools.plots import read_log
-from convbert.train_utils import find_checkpoints
 
 VOCAB = 8000
 # name -> (PretrainConfig fields, mini ConvBertConfig overrides); "seq_len" picks the shards

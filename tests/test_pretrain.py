@@ -20,6 +20,7 @@ from convbert import ConvBertConfig, ConvBertModel
 from convbert.counter_rng import uniform
 from convbert.pretraining.config import PretrainConfig
 from convbert.pretraining.data import prepare
+from convbert.pretraining.heldout import held_out_split
 from convbert.pretraining.objective import (
     STATS,
     ElectraPretrainer,
@@ -29,7 +30,7 @@ from convbert.pretraining.objective import (
     max_predictions,
     sample_tokens,
 )
-from convbert.pretraining.recipe import Batches, held_out_split, pretrain
+from convbert.pretraining.recipe import Batches, pretrain
 from convbert.pretraining.shards import PretrainShards
 from convbert.tokenizer import ConvBertTokenizer
 from convbert.tools.fetch import read_vader
@@ -364,7 +365,7 @@ def test_loss_falls_and_exports_load_in_transformers(corpus, tmp_path):
 
 def test_held_out_evaluation_is_fixed_and_in_eval_mode(corpus):
     """The same weights give the same held-out numbers (no dropout, fixed corruptions), whatever the run seed."""
-    from convbert.pretraining.recipe import evaluate
+    from convbert.pretraining.heldout import evaluate
 
     shards = PretrainShards(corpus / "shards")
     _, rows = held_out_split(len(shards), 1024)
@@ -386,7 +387,7 @@ def test_held_out_evaluation_is_fixed_and_in_eval_mode(corpus):
 
 
 def test_token_cosine_matches_pairwise_and_flags_collapse():
-    from convbert.pretraining.recipe import token_cosine
+    from convbert.pretraining.heldout import token_cosine
 
     g = torch.Generator().manual_seed(0)
     h = torch.randn(3, 6, 8, generator=g)

@@ -98,5 +98,47 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
     """The complete rows of a CSV log (a row cut short by a kill is dropped)."""
-    with path.open(newline="") as f:
-        return [r for r in csv.DictReader(f) if None not in r.values() and None not in r]
+    return [row for _, row in read_csv_lines(path)]
+
+
+def read_csv_lines(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(1-based line where it ends, row) of the complete rows of a UTF-8 CSV log (a row cut short by a kill is
+    dropped); InputError naming the file and line for text that is not UTF-8 or not CSV."""
+    rows = []
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        try:
+            for r in reader:
+                if None not in r.values() and None not in r:
+                    rows.append((reader.line_num, r))
+        except csv.Error as e:
+            raise InputError(f"{path}:{reader.line_num}: not a valid CSV row: {e}") from None
+        except UnicodeDecodeError as e:
+            raise utf8_error(path, e) from None
+    return rows
+
+
+def utf8_error_line(path: str | Path) -> tuple[int, str] | None:
+    """(1-based line, reason) of the first bytes of a file that are not valid UTF-8; None if all of it is.
+
+    Lines end at "\\n". For the error path of text-mode readers, whose decoding runs ahead of the lines they have
+    handed out (by a buffer of up to thousands of lines)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return lineno, e.reason
+    return None
+
+
+def utf8_error(path: str | Path, error: UnicodeDecodeError) -> InputError:
+    """The InputError for a text-mode reader's UnicodeDecodeError: `FILE:LINE: not valid UTF-8: REASON`, LINE the
+    line holding the bad byte."""
+    try:
+        found = utf8_error_line(path)
+    except OSError:
+        found = None
+    if found is None:
+        return InputError(f"{path}: not valid UTF-8: {error.reason}")
+    return InputError(f"{path}:{found[0]}: not valid UTF-8: {found[1]}")

@@ -18,7 +18,7 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 
 from .errors import InputError
-from .fileio import atomic_write_json, atomic_write_text, read_json_object
+from .fileio import atomic_write_json, atomic_write_text, read_json_object, utf8_error_line
 from .settings import PositiveInt, add_command, validate, write_run_config
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -142,6 +142,10 @@ class ConvBertTokenizer:
         try:
             backend.train([str(f) for f in files], trainer)
         except Exception as e:  # tokenizers reports unreadable input (e.g. not UTF-8) as a bare Exception
+            for f in files:  # it names neither file nor line: find the bad byte's
+                found = utf8_error_line(f)
+                if found is not None:
+                    raise InputError(f"{f}:{found[0]}: not valid UTF-8: {found[1]}") from None
             raise InputError(f"cannot train on {', '.join(map(str, files))}: {e}") from e
         backend.model = WordPiece(
             canonical_vocab(backend.get_vocab(), special_tokens), unk_token=UNK, continuing_subword_prefix="##"

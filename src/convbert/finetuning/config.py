@@ -64,6 +64,23 @@ class InferenceConfig:
     precision: Precision = "fp32"  # bf16/fp16: autocast
     device: Device | None = None  # default: cuda when available
 
+    def check_max_length(self, kind: str, pair: bool) -> None:
+        """InputError naming --max-length when it cannot hold [CLS] text [SEP] (a pair: [CLS] a [SEP] b [SEP], a
+        token of each) or, for SQuAD, the question (--max-query-length), the special tokens and a context window
+        longer than --doc-stride."""
+        if kind == QA:
+            max_length = self.max_length or 384
+            if max_length - self.max_query_length - 3 <= self.doc_stride:
+                raise InputError(
+                    f"--max-length {max_length} must exceed --max-query-length {self.max_query_length} + 3 "
+                    f"special tokens + --doc-stride {self.doc_stride} (= {self.max_query_length + 3 + self.doc_stride})"
+                )
+            return
+        least = 5 if pair else 3
+        if self.max_length is not None and self.max_length < least:
+            what = "[CLS] a [SEP] b [SEP] for a pair of texts" if pair else "[CLS] text [SEP]"
+            raise InputError(f"--max-length {self.max_length} is too short: it must be at least {least} ({what})")
+
 
 @dataclass(kw_only=True)
 class TaskConfig(InferenceConfig):
@@ -96,6 +113,12 @@ class TaskConfig(InferenceConfig):
             raise InputError("--label-separator must not be empty")
         if self.dataset is not None:
             _dataset_splits(self)
+        kind = task_kind(self.task)
+        if self.task in GLUE:
+            pair = GLUE[self.task].layouts["train"].text_b is not None
+        else:
+            pair = self.text_pair_column is not None
+        self.check_max_length(kind, pair)
 
 
 _SPLIT_NAME = re.compile(r"[\w.\-]+")
@@ -192,3 +215,9 @@ class PredictConfig(InferenceConfig):
 
     def __post_init__(self) -> None:
         validate(self)
+        if Path(self.output).is_dir():
+            raise InputError(f"--output {self.output}: is a directory; name the .jsonl file to write")
+        if self.task is not None:  # else `predict` checks once it knows the model's head
+            self.check_max_length(task_kind(self.task), self.text_pair_column is not None)
+        else:
+            self.check_max_length(SEQUENCE, False)

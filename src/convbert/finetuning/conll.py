@@ -29,7 +29,10 @@ class Sentence:
 
 def read_conll(path: str | Path) -> list[Sentence]:
     """CoNLL-style file: a word and its tag per line (tab- or else whitespace-separated; the first and
-    last columns are used), a blank line between sentences, `-DOCSTART-` lines skipped."""
+    last columns are used), a blank line between sentences, `-DOCSTART-` lines skipped.
+
+    Tags are "O" or B-/I-/E-/S- and an entity type (IOB1, IOB2/BIO, IOBES); any other is an InputError (file:line).
+    """
     path = Path(path)
     sentences: list[Sentence] = []
     current = Sentence([], [])
@@ -44,15 +47,23 @@ def read_conll(path: str | Path) -> list[Sentence]:
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) < 2 or not fields[0] or not fields[-1].strip():
             raise InputError(f"{path}:{lineno}: expected a word and its tag, got {line!r}")
+        tag = fields[-1].strip()
+        if not _valid_tag(tag):
+            raise InputError(f"{path}:{lineno}: invalid tag {tag!r} (expected O, B-TYPE or I-TYPE)")
         if not current.tokens:
             current.source = f"{path}:{lineno}"
         current.tokens.append(fields[0])
-        current.tags.append(fields[-1].strip())
+        current.tags.append(tag)
     if current.tokens:
         sentences.append(current)
     if not sentences:
         raise InputError(f"{path}: no sentences")
     return sentences
+
+
+def _valid_tag(tag: str) -> bool:
+    """Whether `tag` is O, or B-/I- (IOB1/IOB2; also E-/S-: IOBES) and a non-empty type, as the metrics chunk."""
+    return tag == "O" or (len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-")
 
 
 def conll_labels(sentences: Sequence[Sentence]) -> list[str]:

@@ -53,6 +53,7 @@ class GlueTask:
     submissions: dict[str, str]  # test split -> GLUE submission file name
     epochs: int = 3
     double_unordered: bool = False  # also train on (text_b, text_a)
+    score_range: tuple[float, float] | None = None  # regression: the scale of the scores (STS-B: 0 to 5)
 
     @property
     def regression(self) -> bool:
@@ -111,7 +112,7 @@ GLUE: dict[str, GlueTask] = {
     "stsb": GlueTask(
         "stsb", "STS-B", _layouts((*_STSB, "score"), _STSB, "sentence1", "sentence2", "score", "index"),
         None, ("pearson", "spearmanr", "combined"), ("dev",), {"test": "STS-B.tsv"}, epochs=10,
-        double_unordered=True,
+        double_unordered=True, score_range=(0.0, 5.0),
     ),
     "qqp": GlueTask(
         "qqp", "QQP",
@@ -239,7 +240,7 @@ def read_glue(task: str, data_dir: str | Path, split: str) -> list[Example]:
         if layout.label is not None:
             label = fields[pos[layout.label]]
             if spec.labels is None:
-                label = finite_score(label, where, layout.label)
+                label = finite_score(label, where, layout.label, spec.score_range)
             elif label not in spec.labels:
                 raise InputError(f"{where}: unknown label {label!r}; expected one of {', '.join(spec.labels)}")
         guid = fields[pos[layout.index]] if layout.index is not None else str(lineno)
@@ -301,7 +302,7 @@ def read_glue_table(task: str, source: str | Path | Source, split: str) -> list[
         if labelled:
             value = record["label"]
             if spec.labels is None:
-                label = finite_score(value, where, "label")
+                label = finite_score(value, where, "label", spec.score_range)
             elif isinstance(value, str) and value in spec.labels:
                 label = value
             elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(columns.labels):

@@ -57,6 +57,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             f"{cfg.grad_accum}"
         )
     tok = ConvBertTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    tok.check_vocab(model_config.vocab_size)  # before any work: larger ids would index past the embedding
     task = load_task(cfg, tok)
     partial = run_files.open_partial(out, cfg, d)
     results = []

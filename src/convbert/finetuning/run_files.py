@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from ..checkpoints import find_checkpoints, load_checkpoint, save_checkpoint
 from ..errors import InputError
 from ..fileio import atomic_dir, atomic_write_json, atomic_write_text
 from ..model import PreTrained
 from ..settings import RUN_CONFIG, read_config_file, to_dict, write_run_config
 from ..tokenizer import ConvBertTokenizer
-from ..train_utils import Dist, barrier, find_checkpoints, load_checkpoint, rng_state, save_checkpoint
+from ..train_utils import Dist, barrier, rng_state
 from .config import FinetuneConfig, Outputs
 from .seeds import aggregate, summary_table
 from .task_data import Task, write_split
@@ -105,19 +106,63 @@ def checkpoint(seed_dir: Path, trainer, run: RunState, d: Dist) -> None:
 
 
 def resume(seed_dir: Path, trainer, d: Dist) -> RunState | None:
-    """Load the newest intact checkpoint of a seed into `trainer`; its RunState, or None when there is none."""
-    for path in find_checkpoints(seed_dir) if seed_dir.is_dir() else []:
-        try:
-            info = load_checkpoint(path, trainer.model, trainer.optimizer, trainer.scheduler, trainer.scaler, d)
-            run = RunState(**info["run"], best_state=load_file(str(path / "best.safetensors")))
-            for key, v in load_file(str(path / "best_outputs.safetensors")).items():
-                split, _, name = key.partition("/")
-                run.best_outputs.setdefault(split, {})[name] = v.numpy()
-        except (InputError, OSError, KeyError, TypeError, ValueError) as e:
-            log.warning("skipping %s: %s", path, e)
-            continue
-        log.info("resumed from %s (step %d)", path, run.step)
+    """Load the newest checkpoint of a seed that passes its checks into `trainer` (each one that fails is reported
+    with why and skipped, the trainer untouched by it); its RunState, or None when there is none. InputError when
+    there are checkpoints and none passes, rather than starting the seed over beside them."""
+    kinds = {"split": "a string", "metric": "a string", "step": "an integer", "epoch": "an integer",
+             "batch": "an integer", "loss_sum": "a number", "loss_count": "a number", "history": "a list",
+             "best": "an object or null", "stale": "an integer", "stopped_early": "a boolean"}  # fmt: skip
+    is_kind = {
+        "a string": lambda v: isinstance(v, str),
+        "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "a number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "a list": lambda v: isinstance(v, list),
+        "an object or null": lambda v: v is None or isinstance(v, dict),
+        "a boolean": lambda v: isinstance(v, bool),
+    }
+
+    def read_run(path: Path, info: dict[str, Any]) -> RunState:
+        """The RunState of checkpoint `path` (trainer_state.json `info`), checked, with its best weights and outputs."""
+        where, saved = path / "trainer_state.json", info.get("run")
+        if not isinstance(saved, dict) or set(saved) != set(STATE_FIELDS):
+            raise InputError(f"{where}: run must be an object with exactly {', '.join(STATE_FIELDS)}")
+        for k, kind in kinds.items():
+            if not is_kind[kind](saved[k]):
+                raise InputError(f"{where}: run.{k} must be {kind}, not {saved[k]!r}")
+        if saved["step"] != info["step"] or min(saved["step"], saved["batch"], saved["stale"], saved["epoch"] - 1) < 0:
+            raise InputError(f"{where}: run.step/batch/stale/epoch out of range (step {info['step']})")
+        files = {}
+        for name in ("best.safetensors", "best_outputs.safetensors"):
+            try:
+                files[name] = load_file(str(path / name))
+            except Exception as e:  # safetensors raises its own error types
+                raise InputError(f"{path}: {name}: cannot read its tensors: {e}") from None
+        best, model = files["best.safetensors"], trainer.model.state_dict()
+        if best and (set(best) != set(model) or any(best[k].shape != v.shape or best[k].dtype != v.dtype
+                                                     for k, v in model.items())):  # fmt: skip
+            raise InputError(f"{path}: best.safetensors does not match the model (names, shapes or dtypes)")
+        run = RunState(**saved, best_state=best)
+        for key, v in files["best_outputs.safetensors"].items():
+            split, _, name = key.partition("/")
+            run.best_outputs.setdefault(split, {})[name] = v.numpy()
         return run
+
+    candidates = find_checkpoints(seed_dir)  # also removes what killed saves left
+    for n, path in enumerate(candidates):
+        found: list[RunState] = []
+        try:  # the run state is checked with the rest, before anything is loaded into the trainer
+            load_checkpoint(path, trainer.model, trainer.optimizer, trainer.scheduler, trainer.scaler, d,
+                            check=lambda info, path=path, found=found: found.append(read_run(path, info)))  # fmt: skip
+        except InputError as e:
+            log.warning("skipping checkpoint %s", e if str(path) in str(e) else f"{path}: {e}")
+            continue
+        (log.warning if n else log.info)("resumed from %s (step %d)", path, found[0].step)
+        return found[0]
+    if candidates:
+        raise InputError(
+            f"{seed_dir}: none of its {len(candidates)} checkpoints passes its checks (the warnings above say why): "
+            "remove them, or pass --resume none to start over"
+        )
     return None
 
 

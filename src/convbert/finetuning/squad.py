@@ -36,6 +36,7 @@ class SquadExample:
     context: str
     answers: list[dict[str, Any]]
     is_impossible: bool = False
+    source: str = ""  # where it was read: "FILE: question ID (data[a].paragraphs[p].qas[q])"
 
 
 def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -57,9 +58,14 @@ def read_squad(path: str | Path) -> list[SquadExample]:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read: {e}") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1  # the line holding the bad byte
+        raise InputError(f"{path}:{line}: not valid UTF-8: {e.reason}") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
     examples: list[SquadExample] = []
@@ -90,7 +96,8 @@ def read_squad(path: str | Path) -> list[SquadExample]:
                     answers.append({"text": text, "answer_start": start})
                 if impossible and answers:
                     raise InputError(f"{at}: is_impossible is true but answers are given")
-                examples.append(SquadExample(qid, _get(qa, "question", str, at), context, answers, impossible))
+                question = _get(qa, "question", str, at)
+                examples.append(SquadExample(qid, question, context, answers, impossible, source=at))
     if not examples:
         raise InputError(f"{path}: no questions")
     return examples
@@ -120,12 +127,17 @@ def _truncate_questions(tokenizer: ConvBertTokenizer, questions: list[str], max_
     ]
 
 
+def _no_answer(example: SquadExample) -> InputError:
+    where = example.source or f"question {example.qid!r}"
+    return InputError(f"{where}: no answer to train on (and not is_impossible)")
+
+
 def _answer_positions(example: SquadExample, offsets: list[tuple[int, int] | None]) -> tuple[int, int]:
     """Token positions of the first answer inside this window; (0, 0) when it is not wholly inside."""
     if example.is_impossible:
         return 0, 0
     if not example.answers:
-        raise InputError(f"question {example.qid!r}: no answer to train on (and not is_impossible)")
+        raise _no_answer(example)
     text, start = example.answers[0]["text"], example.answers[0]["answer_start"]
     end = start + len(text.rstrip())
     start += len(text) - len(text.lstrip())  # span edges on the answer's first/last non-space character
@@ -157,6 +169,10 @@ def prepare_features(
             f"max_length {max_length} must exceed max_query_length {max_query_length} + 3 + "
             f"doc_stride {doc_stride}, with max_query_length >= 1 and doc_stride >= 0"
         )
+    if train:  # before any tokenizing
+        for e in examples:
+            if not e.is_impossible and not e.answers:
+                raise _no_answer(e)
     questions = _truncate_questions(tokenizer, [e.question for e in examples], max_query_length)
     keys = ("input_ids", "token_type_ids", "attention_mask")
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..fileio import utf8_error
 from ..tabular import is_table, open_table
 from ..tokenizer import ConvBertTokenizer
 
@@ -42,13 +43,12 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
 
     Only "\\n" ends a line (a stray "\\r" inside a field stays in the text); a leading BOM is dropped.
     """
-    lineno = 0
     try:
         with open(path, encoding="utf-8-sig", newline="\n") as f:
             for lineno, line in enumerate(f, 1):
                 yield lineno, line.rstrip("\n").removesuffix("\r")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}:{lineno + 1}: not valid UTF-8: {e.reason}") from None
+    except UnicodeDecodeError as e:  # decoding runs a buffer ahead of `lineno`: find the bad byte's line
+        raise utf8_error(path, e) from None
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
 
@@ -61,15 +61,21 @@ def required_text(value: Any, where: str, column: str) -> str:
     return value
 
 
-def finite_score(value: Any, where: str, column: str) -> float:
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def finite_score(value: Any, where: str, column: str, bounds: tuple[float, float] | None = None) -> float:
+    """A regression label: a number finite as the float32 the model trains on, within `bounds` when given."""
     score = math.nan
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         try:
             score = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an int beyond the float range
             pass
-    if not math.isfinite(score):
+    if not math.isfinite(score) or abs(score) > _FLOAT32_MAX:
         raise InputError(f"{where}: {column!r} must be a finite number, got {value!r}")
+    if bounds is not None and not bounds[0] <= score <= bounds[1]:
+        raise InputError(f"{where}: {column!r} must be within [{bounds[0]:g}, {bounds[1]:g}], got {value!r}")
     return score
 
 
@@ -177,7 +183,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             except csv.Error as e:
                 raise InputError(f"{path}:{reader.line_num}: {e}") from None
             except UnicodeDecodeError as e:
-                raise InputError(f"{path}:{reader.line_num + 1}: not valid UTF-8: {e.reason}") from None
+                raise utf8_error(path, e) from None
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
 
@@ -271,6 +277,8 @@ def _label_name(
     value = _class_name(value, class_names, where, column)
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise InputError(f"{where}: label {value!r} must be a string or an integer")
+    if isinstance(value, str) and not value.strip():
+        raise InputError(f"{where}: empty label in {column!r}")
     label = str(value)
     if labels is not None and label not in labels:
         raise InputError(f"{where}: unknown label {label!r}; expected one of {', '.join(labels)}")

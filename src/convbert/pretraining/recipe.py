@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..checkpoints import find_checkpoints, load_checkpoint, save_checkpoint
 from ..config import ConvBertConfig
 from ..errors import InputError
 from ..flops import pretraining_flops
-from ..metrics import roc_auc
 from ..settings import (
     add_command,
     write_run_config,
@@ -40,18 +38,16 @@ from ..train_utils import (
     Dist,
     autocast,
     barrier,
-    find_checkpoints,
     grad_scaler,
     linear_schedule,
-    load_checkpoint,
     make_optimizer,
     rng_state,
-    save_checkpoint,
     seed_everything,
     setup_distributed,
 )
 from .config import PretrainConfig
-from .objective import STATS, ElectraPretrainer, PretrainOutput, example_keys, generator_config, summarize
+from .heldout import evaluate, held_out_split, to_device
+from .objective import ElectraPretrainer, PretrainOutput, example_keys, generator_config, summarize
 from .runlog import RunLog, Window
 from .shards import PretrainShards, vocab_hash
 
@@ -83,15 +79,11 @@ class Batches:
         return np.array([self.order(int(p) // self.n)[int(p) % self.n] for p in positions], dtype=np.int64)
 
 
-def held_out_split(n: int, eval_examples: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, held-out rows) of n shard rows: min(eval_examples, n // 10) rows drawn with a fixed seed,
-    so that every run on the same shards is evaluated on the same examples."""
-    k = min(eval_examples, n // 10)
-    perm = np.random.default_rng(0).permutation(n)
-    return np.sort(perm[k:]), np.sort(perm[:k])
-
-
 def build_configs(cfg: PretrainConfig, vocab_size: int, seq_len: int) -> tuple[ConvBertConfig, ConvBertConfig]:
+    known = {f.name for f in dataclasses.fields(ConvBertConfig)}
+    unknown = [k for k in cfg.model if k not in known]
+    if unknown:
+        raise InputError(f"model.{unknown[0]}: not a ConvBertConfig field (known: {', '.join(sorted(known))})")
     overrides = {"vocab_size": vocab_size, **cfg.model}
     disc = ConvBertConfig.preset(cfg.preset, **overrides)
     if disc.max_position_embeddings < seq_len:
@@ -160,6 +152,9 @@ def start_training(cfg: PretrainConfig) -> Training:
     shards = PretrainShards(cfg.data)
     tokenizer = shards_tokenizer(shards, cfg.tokenizer)
     disc_cfg, gen_cfg = build_configs(cfg, tokenizer.vocab_size, shards.max_seq_length)
+    verify_shards(shards, d)  # sha256s and token ids, before anything is written to OUT
+    shards.check_token_ids(disc_cfg.vocab_size)
+    tokenizer.check_vocab(disc_cfg.vocab_size)
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = ElectraPretrainer(
@@ -222,6 +217,24 @@ def micro_batching(cfg: PretrainConfig, world_size: int) -> tuple[int, int]:
     if per_rank % micro:
         raise InputError(f"micro_batch_size {micro} does not divide the per-process batch {per_rank}")
     return micro, per_rank // micro
+
+
+def verify_shards(shards: PretrainShards, d: Dist) -> None:
+    """`shards.ensure_verified()` (sha256s and token ids; cached next to the manifest) on rank 0, its result (or
+    its error) sent to the other ranks, so that every rank raises the same InputError."""
+    if d.world_size == 1:
+        shards.ensure_verified()
+        return
+    result: list[object] = [None, None]
+    if d.is_main:
+        try:
+            result = [None, shards.ensure_verified()]
+        except InputError as e:
+            result = [str(e), None]
+    torch.distributed.broadcast_object_list(result, src=0)
+    if result[0] is not None:
+        raise InputError(result[0])
+    shards.token_ids = result[1]
 
 
 def shards_tokenizer(shards: PretrainShards, tokenizer_dir: str | None) -> ConvBertTokenizer:
@@ -328,86 +341,9 @@ def apply_gradients(
     return bad
 
 
-def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host array on the device: through pinned memory and without blocking on CUDA."""
-    t = torch.from_numpy(a)
-    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
-
-
 def _tokens(tokenizer: ConvBertTokenizer) -> list[str]:
     vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
     return sorted(vocab, key=vocab.__getitem__)
-
-
-EVAL_SEED = 0x5EED  # the held-out corruptions: the same in every run on the same shards
-COSINE_EXAMPLES = 64  # held-out sequences whose token vectors `token_cosine` compares
-
-
-def evaluate(
-    model: ElectraPretrainer, shards: PretrainShards, rows: np.ndarray, micro: int, precision: str, device: torch.device
-) -> dict[str, float]:
-    """Held-out metrics in eval mode (no dropout), with fixed masks (keys from EVAL_SEED and the row):
-    the discriminator's BCE against the constant guess of the replaced fraction, its ROC-AUC and accuracy,
-    the generator's MLM loss and accuracy on the masked slots. These move while threshold-0.5 recall is 0.
-    `token_cosine` watches for collapse: the mean cosine between the top-layer vectors of two tokens of a
-    sequence (of the encoder that is fine-tuned) on the uncorrupted text, ~0.2-0.4 at random init and ~1 once
-    every token maps to the same vector, as in a discriminator stuck in the trivial phase of replaced-token
-    detection, which fine-tuning cannot move."""
-    was_training = model.training
-    model.eval()
-    logits, labels, stats, mlm, cos = [], [], torch.zeros(len(STATS)), 0.0, []
-    encoder = (model.discriminator if model.objective == "electra" else model.generator).convbert
-    with torch.no_grad(), autocast(precision, device):
-        for i in range(0, len(rows), micro):
-            part = rows[i : i + micro]
-            arrays = shards[part]
-            ids, mask, types, keys = (
-                to_device(a, device)
-                for a in (
-                    arrays["input_ids"],
-                    arrays["attention_mask"],
-                    arrays["token_type_ids"],
-                    example_keys(EVAL_SEED, 0, part),
-                )
-            )
-            out = model(ids, mask, types, keys)
-            stats += out.stats.float().cpu()
-            mlm += float(out.mlm_loss) * float(out.stats[0])  # summed over the masked slots
-            if out.disc_logits is not None:
-                real = mask.bool()
-                logits.append(out.disc_logits[real].float().cpu())
-                labels.append(out.replaced[real].cpu())
-            if i < COSINE_EXAMPLES:
-                cos.append(token_cosine(encoder(ids, mask, types).last_hidden_state.float(), mask).cpu())
-    model.train(was_training)
-    counts = dict(zip(STATS, stats.tolist()))
-    rates = summarize(counts)
-    result = {
-        "mlm_loss": mlm / max(counts["masked"], 1.0),
-        "gen_acc": rates["gen_acc"],
-        "token_cosine": float(torch.cat(cos)[:COSINE_EXAMPLES].mean()),
-        "tokens": counts["tokens"],
-    }
-    if logits:
-        x, y = torch.cat(logits), torch.cat(labels)
-        p = min(max(float(y.float().mean()), 1e-7), 1 - 1e-7)
-        result.update(
-            disc_loss=float(F.binary_cross_entropy_with_logits(x, y.float())),
-            constant_loss=-(p * math.log(p) + (1 - p) * math.log(1 - p)),
-            disc_auc=roc_auc(y.numpy(), x.numpy()),
-            disc_acc=rates["disc_acc"],
-            replaced_frac=rates["replaced_frac"],
-        )
-    return result
-
-
-def token_cosine(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per sequence, the mean cosine between the vectors of two different attended tokens: h (B, T, d)."""
-    m = mask.to(h.dtype)[..., None]  # (B, T, 1)
-    u = F.normalize(h, dim=-1) * m
-    n = m.sum((1, 2))  # (B,)
-    total = u.sum(1).pow(2).sum(-1)  # (B,) = sum over token pairs (i, j) of cos(i, j), i == j included
-    return (total - n) / (n * (n - 1)).clamp(min=1)
 
 
 def checkpoint(
@@ -435,20 +371,33 @@ def checkpoint(
 
 
 def resume(cfg: PretrainConfig, out: Path, model, optimizer, scheduler, scaler, d) -> int:
-    """Load the newest complete checkpoint (--resume auto) or a given one; returns the step to start from."""
+    """Load a given checkpoint, or with --resume auto the newest one in OUT that passes load_checkpoint's checks
+    (each one that fails is reported with why and skipped, the model and optimizer untouched by it); returns the
+    step to start from. InputError when OUT has checkpoints and none passes, rather than starting over beside
+    them (whose pruning would then remove the new ones)."""
     if cfg.resume == "none":
         return 0
-    candidates = [Path(cfg.resume)] if cfg.resume != "auto" else find_checkpoints(out)
-    for path in candidates:
+    if cfg.resume != "auto":
+        info = load_checkpoint(Path(cfg.resume), model, optimizer, scheduler, scaler, d)
+        log.info("resumed from %s (step %d)", cfg.resume, info["step"])
+        return int(info["step"])
+    candidates = find_checkpoints(out)  # also removes what killed saves left
+    for n, path in enumerate(candidates):
         try:
             info = load_checkpoint(path, model, optimizer, scheduler, scaler, d)
         except InputError as e:
-            if cfg.resume != "auto":
-                raise
-            log.warning("skipping %s: %s", path, e)
+            log.warning("skipping checkpoint %s", e if str(path) in str(e) else f"{path}: {e}")
             continue
-        log.info("resumed from %s (step %d)", path, info["step"])
+        if n:
+            log.warning("resumed from %s (step %d): the newest checkpoint that passes its checks", path, info["step"])
+        else:
+            log.info("resumed from %s (step %d)", path, info["step"])
         return int(info["step"])
+    if candidates:
+        raise InputError(
+            f"{out}: none of its {len(candidates)} checkpoints passes its checks (the warnings above say why): "
+            "remove them, or pass --resume none to start over"
+        )
     return 0
 
 

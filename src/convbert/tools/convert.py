@@ -71,10 +71,13 @@ def convert_bert(model_dir: str | Path, out_dir: str | Path) -> ConvBertModel:
             f"{raw['position_embedding_type']!r}: only absolute positions convert"
         )
     fields = {k: raw[k] for k in BERT_CONFIG_KEYS if raw.get(k) is not None}
-    try:
-        config = ConvBertConfig(**fields, embedding_size=raw["hidden_size"], conv_type="noconv", head_ratio=1)
-    except (KeyError, TypeError) as e:
-        raise InputError(f"{model_dir / 'config.json'}: not a BERT config: {e}") from None
+    if "hidden_size" not in fields:
+        raise InputError(f"{model_dir / 'config.json'}: not a BERT config: no hidden_size")
+    # every field checked as a ConvBERT config.json is (`ConvBertConfig.from_dict`), before anything is written
+    config = ConvBertConfig.from_dict(
+        {**fields, "embedding_size": fields["hidden_size"], "conv_type": "noconv", "head_ratio": 1},
+        source=str(model_dir / "config.json"),
+    )
     weights = {
         k.removeprefix("bert."): v
         for k, v in read_weights(model_dir).items()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..fileio import read_csv_rows
+from ..fileio import read_csv_lines
 from ..settings import add_command, validate
 
 
@@ -16,12 +16,26 @@ def read_log(run_dir: Path, name: str = "log.csv") -> dict[str, list[float]]:
     """A run's training log (log.csv) or held-out evaluations (eval.csv), column by column."""
     path = run_dir / name
     try:
-        rows = read_csv_rows(path)
+        rows = read_csv_lines(path)
     except OSError as e:
         raise InputError(f"{path}: cannot read the run log: {e}") from None
     if not rows:
         raise InputError(f"{path}: no logged steps yet")
-    return {k: [float(r[k]) if r[k] != "" else math.nan for r in rows] for k in rows[0]}
+    columns: dict[str, list[float]] = {k: [] for k in rows[0][1]}
+    for lineno, row in rows:
+        for k, values in columns.items():
+            values.append(_number(row[k], f"{path}:{lineno}", k))
+    return columns
+
+
+def _number(cell: str, where: str, column: str) -> float:
+    """A log cell as a float ("" is NaN: not logged at that step)."""
+    if cell == "":
+        return math.nan
+    try:
+        return float(cell)
+    except ValueError:
+        raise InputError(f"{where}: column {column!r}: {cell!r} is not a number") from None
 
 
 def pyplot():
