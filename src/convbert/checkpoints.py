@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import InputError
-from .fileio import atomic_dir
+from .fileio import atomic_dir, parse_json
 from .train_utils import Dist, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def _read_json(path: Path) -> Any:
         return dict(pairs)
 
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=unique)
+        return parse_json(data.decode("utf-8"), object_pairs_hook=unique)
     except InputError:
         raise
     except UnicodeDecodeError as e:

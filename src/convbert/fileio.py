@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -84,11 +85,51 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def parse_json(text: str, **kw: Any) -> Any:
+    """json.loads for untrusted files, with the limits of Python's parser turned into JSONDecodeErrors at the
+    place: a number of 4,000 digits or more, nesting too deep for the parser."""
+    try:
+        return json.loads(text, parse_int=json_int, **kw)
+    except _TooLong:
+        found = re.search(r"\d{4000,}", text)
+        raise json.JSONDecodeError("a number of 4,000 digits or more", text, found.start() if found else 0) from None
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deep", text, _too_deep_at(text)) from None
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def _too_deep_at(text: str, limit: int = 500) -> int:
+    """The offset of the first bracket nested `limit` deep (outside strings)."""
+    depth, in_string, escaped = 0, False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), escaped or ch != '"'
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth >= limit:
+                return i
+        elif ch in "]}":
+            depth -= 1
+    return 0
+
+
+def json_int(digits: str) -> int:
+    """An integer literal (int() refuses 4,300 digits and more)."""
+    if len(digits) >= 4000:
+        raise _TooLong(digits[:20])
+    return int(digits)
+
+
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     """A JSON object from a file; InputError naming the file (and `what` it should hold) otherwise."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: cannot read {what}: {e}") from None
     if not isinstance(data, dict):

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ConvBertConfig
 from .errors import InputError
-from .fileio import atomic_dir
+from .fileio import atomic_dir, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,9 @@ def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
             raise InputError(f"{pt}: cannot read weights safely (weights_only=True): {e}") from None
         if not isinstance(state, dict):
             raise InputError(f"{pt}: expected a state dict, found {type(state).__name__}")
+        bad = next(((k, v) for k, v in state.items() if not (isinstance(k, str) and torch.is_tensor(v))), None)
+        if bad is not None:
+            raise InputError(f"{pt}: entry {str(bad[0])[:80]!r} is a {type(bad[1]).__name__}, not a named tensor")
         return state
     raise InputError(f"{model_dir}: no model.safetensors or pytorch_model.bin")
 
@@ -131,7 +134,7 @@ def tokenizer_vocab_size(model_dir: Path) -> int | None:
     tok, vocab = model_dir / "tokenizer.json", model_dir / "vocab.txt"
     try:
         if tok.exists():
-            data = json.loads(tok.read_text(encoding="utf-8"))
+            data = parse_json(tok.read_text(encoding="utf-8"))
             ids = list(data["model"]["vocab"].values()) + [t["id"] for t in data.get("added_tokens", [])]
             return max(ids) + 1
         if vocab.exists():

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from .errors import InputError
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, parse_json
 
 RUN_CONFIG = "run_config.json"  # the resolved settings, written into a command's output directory
 
@@ -243,7 +243,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-        values = _yaml().safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        values = _yaml().safe_load(text) if path.suffix in (".yaml", ".yml") else parse_json(text)
     except OSError as e:
         raise InputError(f"{path}: cannot read config: {e.strerror or e}") from None
     except (ValueError, UnicodeDecodeError) as e:

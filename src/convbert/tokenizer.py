@@ -18,7 +18,7 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 
 from .errors import InputError
-from .fileio import atomic_write_json, atomic_write_text, read_json_object, utf8_error_line
+from .fileio import atomic_write_json, atomic_write_text, read_json_object, utf8_error, utf8_error_line
 from .settings import PositiveInt, add_command, validate, write_run_config
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -397,7 +397,9 @@ def _read_vocab(path: Path) -> dict[str, int]:
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise utf8_error(path, e) from None
+    except OSError as e:
         raise InputError(f"{path}: cannot read vocab file: {e}") from e
     vocab: dict[str, int] = {}
     for i, line in enumerate(lines):
@@ -412,6 +414,9 @@ def _read_vocab(path: Path) -> dict[str, int]:
     return vocab
 
 
+MAX_MODEL_LENGTH = 1_000_000  # a model_max_length above this means "no limit"
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     """The tokenizer_config.json fields this class honours (missing file: none)."""
     if not path.is_file():
@@ -420,19 +425,31 @@ def _read_config(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, types in (("do_lower_case", bool), ("strip_accents", (bool, type(None))), ("model_max_length", int)):
         if key in config:
-            if not isinstance(config[key], types) or (key == "model_max_length" and config[key] < 1):
-                raise InputError(f"{path}: field {key!r} has invalid value {config[key]!r}")
-            out[key] = config[key]
+            value = config[key]
+            if not isinstance(value, types) or (key == "model_max_length" and (isinstance(value, bool) or value < 3)):
+                raise InputError(f"{path}: field {key!r} has invalid value {str(value)[:80]!r}")
+            # transformers writes int(1e30) for "no limit"
+            out[key] = min(value, MAX_MODEL_LENGTH) if key == "model_max_length" else value
     return out
 
 
 def _from_tokenizer_json(cls: type[ConvBertTokenizer], path: Path, config: dict[str, Any]) -> ConvBertTokenizer:
     """Load tokenizer.json; the normalizer's flags apply unless `config` overrides them."""
     try:
-        backend = Tokenizer.from_file(str(path))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise utf8_error(path, e) from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        backend = Tokenizer.from_str(text)
         spec = json.loads(backend.to_str())
     except Exception as e:  # tokenizers raises a bare Exception for malformed files
         raise InputError(f"{path}: not a valid tokenizer.json: {e}") from e
+    ids = sorted(backend.get_vocab(with_added_tokens=True).values())
+    if ids != list(range(len(ids))):
+        gap = next(i for i, v in enumerate(ids) if v != i)
+        raise InputError(f"{path}: model.vocab ids must be 0..{len(ids) - 1} without gaps; id {gap} is missing")
     model_type = spec.get("model", {}).get("type")
     normalizer = spec.get("normalizer") or {}
     if model_type != "WordPiece" or normalizer.get("type") != "BertNormalizer":

@@ -21,7 +21,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, parse_json
 from ..tokenizer import ConvBertTokenizer
 
 _CHUNK = 1000  # examples tokenized at a time (bounds the memory of the per-token Python lists)
@@ -62,7 +62,7 @@ def read_squad(path: str | Path) -> list[SquadExample]:
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = parse_json(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1  # the line holding the bad byte
         raise InputError(f"{path}:{line}: not valid UTF-8: {e.reason}") from None

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..fileio import utf8_error
+from ..fileio import json_int, parse_json, utf8_error
 from ..tabular import is_table, open_table
 from ..tokenizer import ConvBertTokenizer
 
@@ -109,7 +109,7 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = parse_json(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
             if not isinstance(record, dict):
@@ -141,7 +141,7 @@ def _is_json_array(path: Path) -> bool:
 def _json_array(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number where it starts, object) for each element of a .json file holding an array of objects."""
     text = "\n".join(line for _, line in text_lines(path))
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_int=json_int)
     pos = text.index("[") + 1
 
     def skip(pos: int) -> int:
@@ -158,6 +158,8 @@ def _json_array(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             record, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise InputError(f"{path}:{text.count(chr(10), 0, e.pos) + 1}: invalid JSON: {e.msg}") from None
+        except ValueError:  # json_int: a number of 4,000 digits or more
+            raise InputError(f"{path}:{line}: invalid JSON: a number of 4,000 digits or more") from None
         if not isinstance(record, dict):
             raise InputError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
         yield line, record

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import InputError
+from ..fileio import parse_json
 from ..tabular import TABLE_SUFFIXES, check_text_column, file_rows, is_table, read_column, table_files
 
 JSONL_SUFFIXES = (".jsonl", ".json")
@@ -85,7 +86,7 @@ def _decode(raw: bytes, seg: Segment, line: int, offset: int, errors: str, count
 
 def _json_text(text: str, seg: Segment, line: int, offset: int, text_field: str) -> str:
     try:
-        obj = json.loads(text)
+        obj = parse_json(text)
     except json.JSONDecodeError as e:
         at = offset + len(text[: e.pos].encode("utf-8"))
         raise InputError(f"{seg.path}:{line}: invalid JSON ({e.msg}) at byte offset {at}") from None

@@ -26,7 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..errors import InputError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, parse_json
 from ..hub import TOKENIZER_FILES, resolve_dir
 
 FORMAT = "convbert-pretrain-shards"
@@ -85,7 +85,7 @@ class PretrainShards:
         self.manifest_path = self.dir / "manifest.json"
         self.verified_path = self.dir / VERIFIED
         try:
-            self.manifest: dict[str, Any] = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            self.manifest: dict[str, Any] = parse_json(self.manifest_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"{self.manifest_path}: not found (run `convbert data prepare`)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -150,7 +150,7 @@ class PretrainShards:
         index holds sane values (1 <= length <= max_seq_length, the first [SEP] inside the row)."""
         path = self.dir / shard["file"]
         expected = shard["rows"] * self.max_seq_length * self.dtype.itemsize
-        if not path.is_file():
+        if not _is_file(path, self.manifest_path):
             raise InputError(f"{path}: shard file missing (listed in {self.manifest_path})")
         if path.stat().st_size != expected:
             raise InputError(
@@ -158,11 +158,11 @@ class PretrainShards:
                 f"({shard['rows']} rows x {self.max_seq_length}); the file is truncated or corrupt"
             )
         rows_path = self.dir / shard["rows_file"]
-        if not rows_path.is_file():
+        if not _is_file(rows_path, self.manifest_path):
             raise InputError(f"{rows_path}: shard row index missing (listed in {self.manifest_path})")
         try:
             rows = np.load(rows_path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # a corrupt .npy header fails in many ways (EOFError, tokenize errors, ...)
             raise InputError(f"{rows_path}: cannot read shard row index: {e}") from None
         if not isinstance(rows, np.ndarray) or rows.shape != (shard["rows"], 2):
             shape = getattr(rows, "shape", None)
@@ -302,3 +302,11 @@ class PretrainShards:
             "token_type_ids": ((positions > sep) & (positions < length)).astype(np.int64),
         }
         return {k: v.reshape(*rows.shape, self.max_seq_length) for k, v in out.items()}
+
+
+def _is_file(path: Path, manifest: Path) -> bool:
+    """Whether a file the manifest names exists; a name the OS refuses (too long, ...) is an InputError."""
+    try:
+        return path.is_file()
+    except OSError as e:
+        raise InputError(f"{manifest}: cannot open {path.name[:80]}: {e.strerror or e}") from None

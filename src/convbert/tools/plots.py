@@ -38,6 +38,17 @@ def _number(cell: str, where: str, column: str) -> float:
         raise InputError(f"{where}: column {column!r}: {cell!r} is not a number") from None
 
 
+TRAIN_COLUMNS = ("step", "disc_loss", "mlm_loss", "disc_acc", "replaced_frac", "gen_acc", "disc_precision",
+                 "disc_recall", "lr")  # fmt: skip
+EVAL_COLUMNS = ("step", "disc_loss", "constant_loss", "disc_auc", "gen_acc", "mlm_loss", "token_cosine")
+
+
+def _require(path: Path, log: dict[str, list[float]], columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in log]
+    if missing:
+        raise InputError(f"{path}: line 1: no column {', '.join(map(repr, missing))} (not a pretraining log?)")
+
+
 def pyplot():
     try:
         import matplotlib
@@ -54,6 +65,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     log = read_log(run_dir)
     held_out = read_log(run_dir, "eval.csv") if (run_dir / "eval.csv").exists() else None
+    _require(run_dir / "log.csv", log, TRAIN_COLUMNS)
+    if held_out is not None:
+        _require(run_dir / "eval.csv", held_out, EVAL_COLUMNS)
     plt = pyplot()
     fig, axes = plt.subplots(2, 3 if held_out else 2, figsize=(16 if held_out else 11, 7))
     step = log["step"]
