@@ -7,7 +7,6 @@ Files and ids are interchangeable with transformers' `ConvBertTokenizer`/`BertTo
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,9 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 
 from .errors import InputError
-from .fileio import atomic_write_json, atomic_write_text, read_json_object, utf8_error, utf8_error_line
+from .fileio import atomic_write_json, atomic_write_text, utf8_error_line
 from .settings import PositiveInt, add_command, validate, write_run_config
+from .tokenizer_files import check_text_file, from_tokenizer_json, read_config, read_vocab
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -93,16 +93,16 @@ class ConvBertTokenizer:
             path = resolve_dir(path, TOKENIZER_FILES)
         path = Path(path)
         if path.is_dir():
-            config = _read_config(path / "tokenizer_config.json")
+            config = read_config(path / "tokenizer_config.json")
             if (path / "tokenizer.json").is_file():
-                return _from_tokenizer_json(cls, path / "tokenizer.json", config)
+                return from_tokenizer_json(cls, path / "tokenizer.json", config)
             if (path / "vocab.txt").is_file():
-                return cls.from_vocab(_read_vocab(path / "vocab.txt"), source=str(path / "vocab.txt"), **config)
+                return cls.from_vocab(read_vocab(path / "vocab.txt"), source=str(path / "vocab.txt"), **config)
             raise InputError(f"{path}: directory has neither tokenizer.json nor vocab.txt")
         if path.is_file():
             if path.suffix == ".json":
-                return _from_tokenizer_json(cls, path, {})
-            return cls.from_vocab(_read_vocab(path), source=str(path))
+                return from_tokenizer_json(cls, path, {})
+            return cls.from_vocab(read_vocab(path), source=str(path))
         raise InputError(f"{path}: no such tokenizer file or directory")
 
     @classmethod
@@ -125,7 +125,7 @@ class ConvBertTokenizer:
         if not files:
             raise InputError("no training files given")
         for f in files:
-            _check_text_file(Path(f))
+            check_text_file(Path(f))
         backend = Tokenizer(WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
         backend.normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=do_lower_case
@@ -389,88 +389,6 @@ def _padded_columns(rows: list[Encoding], width: int, pad_id: int, offsets: bool
         out["offset_mapping"] = [pad(r.offsets, (0, 0)) for r in rows]
         out["sequence_ids"] = [pad(r.sequence_ids, None) for r in rows]
     return out
-
-
-# -------------------------------------------------------------------- file helpers
-def _read_vocab(path: Path) -> dict[str, int]:
-    """vocab.txt: one token per line, the line number (from 0) is the id."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
-    except UnicodeDecodeError as e:
-        raise utf8_error(path, e) from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read vocab file: {e}") from e
-    vocab: dict[str, int] = {}
-    for i, line in enumerate(lines):
-        token = line.rstrip("\n")
-        if not token:
-            raise InputError(f"{path}:{i + 1}: empty token")
-        if token in vocab:
-            raise InputError(f"{path}:{i + 1}: duplicate token {token!r} (first on line {vocab[token] + 1})")
-        vocab[token] = i
-    if not vocab:
-        raise InputError(f"{path}: empty vocab file")
-    return vocab
-
-
-MAX_MODEL_LENGTH = 1_000_000  # a model_max_length above this means "no limit"
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    """The tokenizer_config.json fields this class honours (missing file: none)."""
-    if not path.is_file():
-        return {}
-    config = read_json_object(path, "tokenizer config")
-    out: dict[str, Any] = {}
-    for key, types in (("do_lower_case", bool), ("strip_accents", (bool, type(None))), ("model_max_length", int)):
-        if key in config:
-            value = config[key]
-            if not isinstance(value, types) or (key == "model_max_length" and (isinstance(value, bool) or value < 3)):
-                raise InputError(f"{path}: field {key!r} has invalid value {str(value)[:80]!r}")
-            # transformers writes int(1e30) for "no limit"
-            out[key] = min(value, MAX_MODEL_LENGTH) if key == "model_max_length" else value
-    return out
-
-
-def _from_tokenizer_json(cls: type[ConvBertTokenizer], path: Path, config: dict[str, Any]) -> ConvBertTokenizer:
-    """Load tokenizer.json; the normalizer's flags apply unless `config` overrides them."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise utf8_error(path, e) from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        backend = Tokenizer.from_str(text)
-        spec = json.loads(backend.to_str())
-    except Exception as e:  # tokenizers raises a bare Exception for malformed files
-        raise InputError(f"{path}: not a valid tokenizer.json: {e}") from e
-    ids = sorted(backend.get_vocab(with_added_tokens=True).values())
-    if ids != list(range(len(ids))):
-        gap = next(i for i, v in enumerate(ids) if v != i)
-        raise InputError(f"{path}: model.vocab ids must be 0..{len(ids) - 1} without gaps; id {gap} is missing")
-    model_type = spec.get("model", {}).get("type")
-    normalizer = spec.get("normalizer") or {}
-    if model_type != "WordPiece" or normalizer.get("type") != "BertNormalizer":
-        raise InputError(
-            f"{path}: expected a WordPiece model with a BertNormalizer, got model {model_type!r} "
-            f"and normalizer {normalizer.get('type')!r}"
-        )
-    kwargs = {"do_lower_case": normalizer.get("lowercase", True), "strip_accents": normalizer.get("strip_accents")}
-    return cls(backend, source=str(path), **{**kwargs, **config})
-
-
-def _check_text_file(path: Path) -> None:
-    """InputError unless `path` is a readable file with some non-whitespace content."""
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                if chunk.strip():
-                    return
-    except OSError as e:
-        raise InputError(f"{path}: cannot read training file: {e.strerror or e}") from e
-    raise InputError(f"{path}: training file is empty")
 
 
 # -------------------------------------------------------------------- CLI
