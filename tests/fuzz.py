@@ -143,15 +143,17 @@ _PLACE = re.compile(
 
 
 # a message that says the file it names is missing needs no line or field
-MISSING_FILE = (r"no such file", r"\bnot found\b", r"does not exist", r"\bexists\b", r"\bmissing\b", r"is a directory")
+MISSING_FILE = (r"\bno such\b", r"\bnot found\b", r"does not exist", r"\bexists\b", r"\bmissing\b", r"is a directory")
 
 
 def is_named(message: str, e: Expect) -> bool:
     """Whether an InputError's message names the place `e` asks for."""
     if e.names and not any(n in message for n in e.names):
         return False
-    if e.line is not None:
-        return re.search(rf":{e.line}\b|\bline {e.line}\b", message) is not None
+    if e.line is not None:  # the line, unless the error is about the whole file (e.g. a special token gone)
+        return re.search(rf":{e.line}\b|\bline {e.line}\b", message) is not None or any(
+            re.search(w, message, re.I) for w in (*e.whole, *MISSING_FILE)
+        )
     if e.locate:
         return (
             _PLACE.search(message) is not None

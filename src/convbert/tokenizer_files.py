@@ -71,7 +71,11 @@ def from_tokenizer_json(cls: Any, path: Path, config: dict[str, Any]) -> Any:
     if ids != list(range(len(ids))):
         gap = next(i for i, v in enumerate(ids) if v != i)
         raise InputError(f"{path}: model.vocab ids must be 0..{len(ids) - 1} without gaps; id {gap} is missing")
-    model_type = spec.get("model", {}).get("type")
+    model = spec.get("model") or {}
+    model_type = model.get("type")
+    unk = model.get("unk_token")
+    if model_type == "WordPiece" and unk not in (model.get("vocab") or {}):
+        raise InputError(f"{path}: model.unk_token {str(unk)[:40]!r} is not in model.vocab")
     normalizer = spec.get("normalizer") or {}
     if model_type != "WordPiece" or normalizer.get("type") != "BertNormalizer":
         raise InputError(

@@ -128,7 +128,7 @@ _FILE_SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".parquet", ".arrow", ".txt
 def _dataset_splits(cfg: TaskConfig) -> None:
     """Turn --dataset (+ --dataset-config) into the sources the readers take: GLUE's --data, custom's --train/--dev/
     --test (bare split names, or their defaults train and validation, become DATASET#SPLIT). Idempotent."""
-    hub = not Path(cfg.dataset).is_dir()
+    hub = not is_dir(cfg.dataset)
     if not hub and cfg.dataset_config is not None:
         raise InputError(f"--dataset-config {cfg.dataset_config}: --dataset {cfg.dataset} is a directory, not hub name")
     base = f"hub:{cfg.dataset}" if hub else cfg.dataset
@@ -215,9 +215,17 @@ class PredictConfig(InferenceConfig):
 
     def __post_init__(self) -> None:
         validate(self)
-        if Path(self.output).is_dir():
+        if is_dir(self.output):
             raise InputError(f"--output {self.output}: is a directory; name the .jsonl file to write")
         if self.task is not None:  # else `predict` checks once it knows the model's head
             self.check_max_length(task_kind(self.task), self.text_pair_column is not None)
         else:
             self.check_max_length(SEQUENCE, False)
+
+
+def is_dir(path: str) -> bool:
+    """Path(path).is_dir(), False for a name the OS refuses (too long, ...)."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False

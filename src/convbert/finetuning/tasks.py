@@ -160,6 +160,8 @@ def _json_array(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise InputError(f"{path}:{text.count(chr(10), 0, e.pos) + 1}: invalid JSON: {e.msg}") from None
         except ValueError:  # json_int: a number of 4,000 digits or more
             raise InputError(f"{path}:{line}: invalid JSON: a number of 4,000 digits or more") from None
+        except RecursionError:
+            raise InputError(f"{path}:{line}: invalid JSON: nested too deep") from None
         if not isinstance(record, dict):
             raise InputError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
         yield line, record
