@@ -37,11 +37,6 @@ def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor]
     return tensors, meta
 
 
-def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    state = {int(idx): {key: tensors[f"{idx}.{key}"] for key in keys} for idx, keys in meta["state"].items()}
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
 # ------------------------------------------------------------------------------------------ checkpoints
 CKPT_RE = re.compile(r"^step-(\d{8})$")
 TMP_RE = re.compile(r"^\.step-\d{8}\.tmp-[A-Za-z0-9_]+$")  # atomic_dir's temporary dir of a step-XXXXXXXX save

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -137,25 +141,33 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     return data
 
 
-def read_csv_rows(path: Path) -> list[dict[str, str]]:
-    """The complete rows of a CSV log (a row cut short by a kill is dropped)."""
-    return [row for _, row in read_csv_lines(path)]
-
-
 def read_csv_lines(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """(1-based line where it ends, row) of the complete rows of a UTF-8 CSV log (a row cut short by a kill is
-    dropped); InputError naming the file and line for text that is not UTF-8 or not CSV."""
+    """(1-based line, row) of the complete rows of a UTF-8 CSV log: a last line cut short by a kill (no line end)
+    and rows with fields missing or too many are dropped, with a warning; InputError naming the file and line
+    for text that is not UTF-8 or not CSV."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise utf8_error(path, e) from None
+    if text and not text.endswith("\n"):
+        cut = text[text.rfind("\n") + 1 :]
+        log.warning("%s: dropping its last line %r, cut short (the run was stopped while writing it)", path, cut[:60])
+        text = text[: len(text) - len(cut)]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     rows = []
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        try:
-            for r in reader:
-                if None not in r.values() and None not in r:
-                    rows.append((reader.line_num, r))
-        except csv.Error as e:
-            raise InputError(f"{path}:{reader.line_num}: not a valid CSV row: {e}") from None
-        except UnicodeDecodeError as e:
-            raise utf8_error(path, e) from None
+    try:
+        for r in reader:
+            if None in r or None in r.values():
+                log.warning("%s:%d: dropping a row with %s fields", path, reader.line_num,
+                            "too many" if None in r else "too few")  # fmt: skip
+            else:
+                rows.append((reader.line_num, r))
+    except csv.Error as e:
+        raise InputError(f"{path}:{reader.line_num}: not a valid CSV row: {e}") from None
     return rows
 
 

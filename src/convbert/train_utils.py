@@ -7,7 +7,6 @@ import logging
 import os
 import random
 import re
-import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .settings import Precision
-
 log = logging.getLogger(__name__)
-
-PRECISIONS = typing.get_args(Precision)
 
 
 # ------------------------------------------------------------------------------------------ processes

@@ -4,7 +4,6 @@ the `Window` of per-step results that a log row sums."""
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import math
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..fileio import read_csv_lines
 from ..train_utils import all_reduce_sum
 from .objective import STATS
 
@@ -96,33 +96,6 @@ class Window:
         return agg, values[len(STATS) :], self.skipped
 
 
-def read_log_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a log.csv or eval.csv; a last row cut short by a kill (no line end) and any row with fields
-    missing or too many are dropped, with a warning. InputError naming the file when it is not UTF-8 CSV."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not valid UTF-8 (byte {e.start}): {e.reason}") from None
-    if text and not text.endswith("\n"):
-        cut = text[text.rfind("\n") + 1 :]
-        log.warning("%s: dropping its last line %r, cut short (the run was stopped while writing it)", path, cut[:60])
-        text = text[: len(text) - len(cut)]
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows = []
-    try:
-        for r in reader:
-            if None in r or None in r.values():
-                log.warning("%s:%d: dropping a row with %s fields", path, reader.line_num,
-                            "too many" if None in r else "too few")  # fmt: skip
-            else:
-                rows.append(r)
-    except csv.Error as e:
-        raise InputError(f"{path}:{reader.line_num}: not a CSV row: {e}") from None
-    return rows
-
-
 class RunLog:
     """log.csv (training) and eval.csv (held-out), appended across resumes with the rows after the resume point
     dropped; TensorBoard if installed."""
@@ -135,7 +108,11 @@ class RunLog:
             return
         for kind, (path, fields) in self.files.items():
             if path.exists():  # keep the rows up to the checkpoint we resumed from
-                rows = [r for r in read_log_rows(path) if r.get("step", "").isdigit() and int(r["step"]) <= start]
+                rows = [
+                    r
+                    for r in (r for _, r in read_csv_lines(path))
+                    if r.get("step", "").isdigit() and int(r["step"]) <= start
+                ]
                 if kind == "train" and rows:
                     try:
                         self.elapsed = float(rows[-1]["elapsed_s"])
