@@ -114,7 +114,8 @@ class SeparableConv1D(nn.Module):
         if _compiling_on_cpu(x):  # K shifted slices, fused into one kernel forward and backward
             T, K = x.shape[1], w.shape[-1]
             xp = F.pad(x, (0, 0, K // 2, K // 2))  # (B, T + K - 1, d)
-            h = sum(xp[:, j : j + T] * w[:, 0, j] for j in range(K))
+            wt = w[:, 0].t().contiguous()  # (K, d): contiguous rows, vector loads in the fused kernel
+            h = sum(xp[:, j : j + T] * wt[j] for j in range(K))
             return F.linear(h, self.pointwise.weight.squeeze(-1), self.bias.squeeze(-1))
         # As a 2-D conv over a (B, d, 1, T) view of x, oneDNN reads and writes the (B, T, d) layout in place:
         # no transposed copies, and much faster than the 1-D depthwise kernel on CPU.

@@ -129,6 +129,21 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
+def compile_for_inference(model: nn.Module) -> Any:
+    """torch.compile with inductor's freezing around every call: in inference graphs (grad disabled) the weights
+    become constants, folded and pre-packed for the GEMMs; a training graph compiles as without it. Freezing is
+    read when dynamo traces, so `torch.compile(options={"freezing": True})` alone does not apply it."""
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(model, dynamic=False)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with inductor_config.patch(freezing=True):
+            return compiled(*args, **kwargs)
+
+    return call
+
+
 # ------------------------------------------------------------------------------------------ RNG state
 def rng_state(d: Dist) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Every library's RNG state: tensors (torch, cuda, numpy keys) and JSON (python, numpy scalars)."""

@@ -31,7 +31,7 @@ from ..settings import Device, NonNegativeInt, PositiveInt, Range, add_command, 
 from .bench_memory import add_memory, memory_shortfall
 from .bench_models import Case, Contender, build_contender, check_parity, make_inputs, make_step, row_case
 from .bench_results import continue_result, markdown_table, save
-from .timing import gemm_gflops, paired_ratio, run_meta, timed
+from .timing import gemm_gflops, minor_faults, paired_ratio, run_meta, timed
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +46,27 @@ ROLES = ("ours", "ours-compiled", "hf-convbert", "reference")
 # ---------------------------------------------------------------- timing
 def time_case(
     case: Case, contenders: list[Contender], repeats: int, warmup: int, device: str, seed: int
-) -> dict[str, list[float]]:
-    """Seconds per repeat for each role, timed interleaved: every repeat runs each model once, back to back."""
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds per repeat for each role, timed interleaved (every repeat runs each model once, back to back), and
+    each role's minor page faults per call."""
     inputs = make_inputs(contenders[0].model.config, case.batch, case.seq_len, device, seed)
     steps = {c.role: make_step(c, case, inputs, device) for c in contenders}
     for _ in range(warmup):
         for step in steps.values():
             step()
     times: dict[str, list[float]] = {role: [] for role in steps}
+    faults = dict.fromkeys(steps, 0)
     for _ in range(repeats):
         for role, step in steps.items():
+            before = minor_faults()
             times[role].append(timed(step, device))
-    return times
+            faults[role] += minor_faults() - before
+    return times, {role: n / repeats for role, n in faults.items()}
 
 
 # ---------------------------------------------------------------- result rows
 def case_rows(
-    case: Case, contenders: list[Contender], times: dict[str, list[float]], gemm: float
+    case: Case, contenders: list[Contender], times: dict[str, list[float]], faults: dict[str, float], gemm: float
 ) -> list[dict[str, Any]]:
     """One row per model; ratios are medians of paired per-repeat ratios, utilisation = model FLOPs / (t x GEMM)
     with the GEMM rate probed right after the configuration (`save` rescales it to the run's peak)."""
@@ -87,6 +91,7 @@ def case_rows(
                 "model_gflop": flops / 1e9,
                 "gemm_gflops": gemm,
                 "utilisation": flops / (med * gemm * 1e9),
+                "minor_faults_per_call": faults[c.role],
                 "mem_mb": None,
                 "mem_ratio_vs_hf_convbert": None,
             }
@@ -155,9 +160,9 @@ def run_benchmark(
             gc.collect()
             if compile:
                 torch._dynamo.reset()  # compile each configuration afresh, no recompile limit
-            times = time_case(case, contenders, repeats, warmup, device, seed)
+            times, faults = time_case(case, contenders, repeats, warmup, device, seed)
             gemm = gemm_gflops(device, case.dtype, repeats=10)["median"]  # the machine's rate now, beside the case
-            rows = case_rows(case, contenders, times, gemm)
+            rows = case_rows(case, contenders, times, faults, gemm)
             log.info("%s: %s", case, {r["role"]: round(r["ms_median"]) for r in rows})
             if memory_batch_sizes and case.batch in memory_batch_sizes:
                 add_memory(rows, case, device, threads, seed)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..config import BERT_CONFIG_KEYS, ConvBertConfig
 from ..model import ConvBertModel
+from ..train_utils import compile_for_inference
 from .timing import require_transformers
 
 
@@ -62,7 +63,7 @@ def build_contender(role: str, preset: str, seed: int) -> Contender:
     torch.manual_seed(seed)
     if role in ("ours", "ours-compiled"):
         model = ConvBertModel(config)
-        forward = torch.compile(model, dynamic=False) if role == "ours-compiled" else model
+        forward = compile_for_inference(model) if role == "ours-compiled" else model
         name = "convbert (ours, compiled)" if role == "ours-compiled" else "convbert (ours)"
 
         def ours(ids: Tensor, mask: Tensor, types: Tensor) -> Tensor:

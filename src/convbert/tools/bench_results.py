@@ -35,6 +35,7 @@ CSV_FIELDS = (
     "model_gflop",
     "gemm_gflops",
     "utilisation",
+    "minor_faults_per_call",
     "mem_mb",
     "mem_ratio_vs_hf_convbert",
 )
