@@ -357,3 +357,29 @@ def test_gradients_match_naive_reference(conv_type):
     for name, g in grads[0].items():
         ref = grads[1][name]
         assert (g - ref).abs().max() <= 1e-4 * ref.abs().max() + 1e-6, name
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cpu_dropout_keeps_each_element_with_probability_one_minus_p(p):
+    """The eager CPU dropout (16 random bits per element): keep rate within 5 sigma of 1 - p in each of the four
+    16-bit lanes of a 64-bit draw (a biased lane would show), kept values scaled so that E[out] = x, the
+    backward masks the same elements, and torch's seed reproduces the mask."""
+    from convbert.model import dropout
+
+    n = 1 << 20
+    x = torch.full((n,), 3.0, requires_grad=True)
+    torch.manual_seed(0)
+    out = dropout(x, p, True)
+    kept = out != 0
+    sigma = (p * (1 - p) / (n // 4)) ** 0.5
+    for lane in range(4):
+        assert abs(kept[lane::4].float().mean().item() - (1 - p)) < 5 * sigma
+    assert torch.allclose(out[kept], torch.tensor(3.0 / (1 - p)), rtol=1e-4)
+    assert abs(out.mean().item() - 3.0) < 5 * 3.0 * (p / (1 - p) / n) ** 0.5
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, kept)
+    assert torch.allclose(x.grad[kept], torch.tensor(1 / (1 - p)), rtol=1e-4)
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x.detach(), p, True), out.detach())
+    assert not torch.equal(dropout(x.detach(), p, True), out.detach())
+    assert dropout(x, p, False) is x

@@ -41,7 +41,7 @@ def uniform(keys: Tensor, stream: int, counter: Tensor) -> Tensor:
 
 def dropout(x: Tensor, p: float) -> Tensor:
     """Inverted dropout with a hashed mask: element i is kept when hash(seed, i) >= p (seed: one draw from
-    torch's generator per call). For compiled CPU code; eager code should use F.dropout."""
+    torch's generator per call). For compiled CPU code; eager code uses `model.dropout`."""
     seed = torch.randint(0, 2**31, (), device=x.device)
     i = torch.arange(x.numel(), device=x.device).view(x.shape)
     keep = (fmix32(mul32(i & M32, 0x9E3779B1) ^ seed) >> 8) >= int(p * 2**24)

@@ -75,13 +75,44 @@ def _compiling_on_cpu(x: Tensor) -> bool:
     return x.device.type == "cpu" and torch.compiler.is_compiling()
 
 
+class _CpuDropout(torch.autograd.Function):
+    """Dropout from 16 random bits per element of torch's CPU generator: 4x faster than `F.dropout`, whose
+    `bernoulli_` is most of its time on a CPU. The keep probability is a multiple of 2**-16 (|error| < 8e-6) and
+    the kept values are scaled by its inverse, so the expectation is exact; the backward reuses the bool mask."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float) -> Tensor:
+        n = x.numel()
+        bits = torch.empty(-(-n // 4), dtype=torch.int64).random_(-(2**63), None)  # 64 random bits each
+        drop = round(p * 2**16)
+        keep = bits.view(torch.int16)[:n].view(x.shape) >= drop - 2**15  # P(keep) = 1 - drop / 2**16
+        ctx.scale = 2**16 / (2**16 - drop)
+        ctx.save_for_backward(keep)
+        return x * keep.to(x.dtype).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (keep,) = ctx.saved_tensors
+        return grad * keep.to(grad.dtype).mul_(ctx.scale), None
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """F.dropout; on a CPU the faster mask of `_CpuDropout`, and compiled for a CPU a hashed mask that inductor
+    fuses into the neighbouring kernel."""
+    if not training or p == 0:
+        return x
+    if x.device.type != "cpu" or p >= 1:
+        return F.dropout(x, p, True)
+    if torch.compiler.is_compiling():
+        return counter_rng.dropout(x, p)
+    return _CpuDropout.apply(x, p)
+
+
 class Dropout(nn.Dropout):
-    """nn.Dropout; compiled for a CPU, a hashed mask that inductor fuses into the neighbouring kernel."""
+    """nn.Dropout through `dropout` (the same module, so the state dict and repr stay transformers')."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and self.p > 0 and _compiling_on_cpu(x):
-            return counter_rng.dropout(x, self.p)
-        return F.dropout(x, self.p, self.training)
+        return dropout(x, self.p, self.training)
 
 
 class Embeddings(nn.Module):
@@ -203,15 +234,14 @@ class MixedAttention(nn.Module):
         qh = q.view(B, T, Hn, hs).transpose(1, 2)
         p = self.dropout_p if self.training else 0.0
         probs = None
-        # Explicit probabilities to return them, or compiled for a CPU with dropout: the math SDPA runs then
-        # anyway, here with a fused hashed mask.
-        if output_attentions or (p and _compiling_on_cpu(x)):
+        # Explicit probabilities to return them, or on a CPU with dropout: the math SDPA runs then anyway, here
+        # with the faster CPU mask (a fused hashed one when compiled).
+        if output_attentions or (p and x.device.type == "cpu"):
             scores = (qh @ k.transpose(-1, -2)) * hs**-0.5  # (B, Hn, T, T)
             if mask is not None:
                 scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             probs = scores.softmax(-1)
-            if p:
-                probs = counter_rng.dropout(probs, p) if _compiling_on_cpu(x) else F.dropout(probs, p)
+            probs = dropout(probs, p, p > 0)
             ctx = probs @ v
         else:
             ctx = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, dropout_p=p)
