@@ -1,8 +1,8 @@
 """Counter-based random numbers: a pure function of (key, counter) in integer tensor ops on the device.
 
 Nothing is drawn from a generator, so a number is the same whichever process, batch split or resumed run
-computes it, and under torch.compile the hash fuses into the kernel that uses it (inductor's own CPU random
-numbers are scalar Philox calls; this is 4-5x faster as dropout).
+computes it, and under torch.compile the hash fuses into the kernel that uses it. Used for what must not depend on
+the process or the batch split (masks, samples); dropout draws from torch's generator (`model.dropout`).
 All arithmetic stays below 2^63 in int64 (no overflow, which integer tensors do not define).
 """
 
@@ -37,12 +37,3 @@ def uniform(keys: Tensor, stream: int, counter: Tensor) -> Tensor:
     """Uniform [0, 1) floats, (B, N), from keys (B,) int64 (63-bit) and counters (N,) or (B, N) in [0, 2^32)."""
     base = fmix32((keys & M32) ^ fmix32((keys >> 32) ^ fmix32(torch.full_like(keys, stream))))  # (B,)
     return to_unit(fmix32(base[:, None] ^ fmix32(mul32(counter, 0x9E3779B1))))
-
-
-def dropout(x: Tensor, p: float) -> Tensor:
-    """Inverted dropout with a hashed mask: element i is kept when hash(seed, i) >= p (seed: one draw from
-    torch's generator per call). For compiled CPU code; eager code uses `model.dropout`."""
-    seed = torch.randint(0, 2**31, (), device=x.device)
-    i = torch.arange(x.numel(), device=x.device).view(x.shape)
-    keep = (fmix32(mul32(i & M32, 0x9E3779B1) ^ seed) >> 8) >= int(p * 2**24)
-    return x * keep * (1.0 / (1.0 - p))

@@ -10,6 +10,7 @@ the heads `HeadOutput` / `QuestionAnsweringOutput`, with the encoder's `hidden_s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from . import counter_rng, hub
+from . import hub
 from .config import ConvBertConfig
 from .errors import InputError
 
@@ -75,37 +76,37 @@ def _compiling_on_cpu(x: Tensor) -> bool:
     return x.device.type == "cpu" and torch.compiler.is_compiling()
 
 
-class _CpuDropout(torch.autograd.Function):
-    """Dropout from 16 random bits per element of torch's CPU generator: 4x faster than `F.dropout`, whose
-    `bernoulli_` is most of its time on a CPU. The keep probability is a multiple of 2**-16 (|error| < 8e-6) and
-    the kept values are scaled by its inverse, so the expectation is exact; the backward reuses the bool mask."""
+@torch.library.custom_op("convbert::random_bits16", mutates_args=(), tags=torch.Tag.nondeterministic_seeded)
+def random_bits16(shape: list[int]) -> Tensor:
+    """int16 numbers, uniform over all 2**16 values, from torch's CPU generator: 64 random bits per four (an
+    opaque op under torch.compile, whose CPU random numbers are scalar Philox calls; tagged so that two calls are
+    never merged)."""
+    n = math.prod(shape)
+    bits = torch.empty(-(-n // 4), dtype=torch.int64).random_(-(2**63), None)  # every 64-bit value
+    return bits.view(torch.int16)[:n].view(shape).clone()
 
-    @staticmethod
-    def forward(ctx, x: Tensor, p: float) -> Tensor:
-        n = x.numel()
-        bits = torch.empty(-(-n // 4), dtype=torch.int64).random_(-(2**63), None)  # 64 random bits each
-        drop = round(p * 2**16)
-        keep = bits.view(torch.int16)[:n].view(x.shape) >= drop - 2**15  # P(keep) = 1 - drop / 2**16
-        ctx.scale = 2**16 / (2**16 - drop)
-        ctx.save_for_backward(keep)
-        return x * keep.to(x.dtype).mul_(ctx.scale)
 
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (keep,) = ctx.saved_tensors
-        return grad * keep.to(grad.dtype).mul_(ctx.scale), None
+@random_bits16.register_fake
+def _(shape: list[int]) -> Tensor:
+    return torch.empty(shape, dtype=torch.int16)
+
+
+def _cpu_dropout(x: Tensor, p: float) -> Tensor:
+    """Dropout from 16 random bits per element: 4x faster than `F.dropout`, whose `bernoulli_` is most of its time
+    on a CPU. The keep probability is a multiple of 2**-16 (|error| < 8e-6) and the kept values are scaled by its
+    inverse, so the expectation is exact; compiled, the compare and scale fuse into the neighbouring kernel."""
+    drop = round(p * 2**16)
+    keep = random_bits16(list(x.shape)) >= drop - 2**15  # P(keep) = 1 - drop / 2**16
+    return x * keep.to(x.dtype) * (2**16 / (2**16 - drop))
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """F.dropout; on a CPU the faster mask of `_CpuDropout`, and compiled for a CPU a hashed mask that inductor
-    fuses into the neighbouring kernel."""
+    """F.dropout; on a CPU (eager or compiled) the faster mask of `_cpu_dropout`."""
     if not training or p == 0:
         return x
     if x.device.type != "cpu" or p >= 1:
         return F.dropout(x, p, True)
-    if torch.compiler.is_compiling():
-        return counter_rng.dropout(x, p)
-    return _CpuDropout.apply(x, p)
+    return _cpu_dropout(x, p)
 
 
 class Dropout(nn.Dropout):
