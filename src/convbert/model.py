@@ -236,7 +236,7 @@ class MixedAttention(nn.Module):
         p = self.dropout_p if self.training else 0.0
         probs = None
         # Explicit probabilities to return them, or on a CPU with dropout: the math SDPA runs then anyway, here
-        # with the faster CPU mask (a fused hashed one when compiled).
+        # with the faster CPU mask (fused into the softmax's kernel when compiled).
         if output_attentions or (p and x.device.type == "cpu"):
             scores = (qh @ k.transpose(-1, -2)) * hs**-0.5  # (B, Hn, T, T)
             if mask is not None:
