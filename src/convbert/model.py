@@ -76,7 +76,7 @@ def _compiling_on_cpu(x: Tensor) -> bool:
     return x.device.type == "cpu" and torch.compiler.is_compiling()
 
 
-@torch.library.custom_op("convbert::random_bits16", mutates_args=(), tags=torch.Tag.nondeterministic_seeded)
+@torch.library.custom_op("convbert::random_bits16", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
 def random_bits16(shape: list[int]) -> Tensor:
     """int16 numbers, uniform over all 2**16 values, from torch's CPU generator: 64 random bits per four (an
     opaque op under torch.compile, whose CPU random numbers are scalar Philox calls; tagged so that two calls are
