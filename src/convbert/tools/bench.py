@@ -31,7 +31,7 @@ from ..settings import Device, NonNegativeInt, PositiveInt, Range, add_command, 
 from .bench_memory import add_memory, memory_shortfall
 from .bench_models import Case, Contender, build_contender, check_parity, make_inputs, make_step, row_case
 from .bench_results import continue_result, markdown_table, save
-from .timing import gemm_gflops, minor_faults, paired_ratio, run_meta, timed
+from .timing import gemm_gflops, paired_ratio, run_meta, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +47,10 @@ ROLES = ("ours", "ours-compiled", "hf-convbert", "reference")
 def time_case(
     case: Case, contenders: list[Contender], repeats: int, warmup: int, device: str, seed: int
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Seconds per repeat for each role, timed interleaved (every repeat runs each model once, back to back), and
-    each role's minor page faults per call."""
+    """Seconds per repeat and page faults per call of each role (`time_interleaved`)."""
     inputs = make_inputs(contenders[0].model.config, case.batch, case.seq_len, device, seed)
     steps = {c.role: make_step(c, case, inputs, device) for c in contenders}
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {role: [] for role in steps}
-    faults = dict.fromkeys(steps, 0)
-    for _ in range(repeats):
-        for role, step in steps.items():
-            before = minor_faults()
-            times[role].append(timed(step, device))
-            faults[role] += minor_faults() - before
-    return times, {role: n / repeats for role, n in faults.items()}
+    return time_interleaved(steps, repeats, warmup, device)
 
 
 # ---------------------------------------------------------------- result rows

@@ -36,7 +36,7 @@ from ..pretraining.config import RECIPE
 from ..pretraining.objective import ElectraPretrainer, example_keys, generator_config, max_predictions
 from ..pretraining.recipe import apply_gradients
 from ..train_utils import autocast, grad_scaler, make_optimizer
-from .timing import gemm_gflops, paired_ratio, rescale_utilisation, run_meta, timed
+from .timing import gemm_gflops, paired_ratio, rescale_utilisation, run_meta, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +169,12 @@ def _n_params(model: torch.nn.Module) -> int:
 def time_case(
     case: PretrainCase, roles: list[str], repeats: int, warmup: int, device: str, reference
 ) -> dict[str, dict[str, Any]]:
-    """Seconds per repeat for each role, interleaved (every repeat runs each role's step once)."""
+    """Each role's name, parameters, seconds per repeat and page faults per call (`time_interleaved`)."""
     built = {role: build_step(role, case, device, reference) for role in roles}
-    for _ in range(warmup):
-        for _, _, step in built.values():
-            step()
-    times: dict[str, list[float]] = {role: [] for role in roles}
-    for _ in range(repeats):
-        for role, (_, _, step) in built.items():
-            times[role].append(timed(step, device))
+    times, faults = time_interleaved({role: step for role, (_, _, step) in built.items()}, repeats, warmup, device)
     return {
-        role: {"model": name, "params": params, "seconds": times[role]} for role, (name, params, _) in built.items()
+        role: {"model": name, "params": params, "seconds": times[role], "minor_faults_per_call": faults[role]}
+        for role, (name, params, _) in built.items()
     }
 
 
@@ -205,6 +200,7 @@ def case_rows(case: PretrainCase, timing: dict[str, dict[str, Any]], gemm: float
                 "model_gflop": flops / 1e9,
                 "gemm_gflops": gemm,
                 "utilisation": flops / (med * gemm * 1e9),
+                "minor_faults_per_call": t["minor_faults_per_call"],
             }
         )
     return rows

@@ -62,7 +62,8 @@ def keep_freed_memory() -> str:
     glibc's malloc returns freed heap to the system and serves large blocks by fresh mmaps, so a model's
     activations page-fault anew on every call by an amount that depends on what ran before it: measured here from
     0 to 40,000 faults per forward (10-40% of its time, more for the model that allocates more). With a 1 GiB trim
-    threshold and a 64 MiB mmap threshold every role is timed fault-free (the count is in each row)."""
+    threshold and a 64 MiB mmap threshold the roles are usually timed fault-free; in some processes this kernel
+    still faults whole runs of reused pages (cause not found), so the count is in each row."""
     if platform.system() != "Linux":
         return "default"
     try:
@@ -73,6 +74,24 @@ def keep_freed_memory() -> str:
     if mallopt(m_trim_threshold, 1 << 30) == 1 and mallopt(m_mmap_threshold, 1 << 26) == 1:
         return "glibc mallopt: trim threshold 1 GiB, mmap threshold 64 MiB"
     return "default"
+
+
+def time_interleaved(
+    steps: dict[str, Callable[[], None]], repeats: int, warmup: int, device: str
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds per repeat of each step, timed interleaved (every repeat runs each step once, back to back, so that
+    the noise of a shared machine hits them alike), and each step's minor page faults per call."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {role: [] for role in steps}
+    faults = dict.fromkeys(steps, 0)
+    for _ in range(repeats):
+        for role, step in steps.items():
+            before = minor_faults()
+            times[role].append(timed(step, device))
+            faults[role] += minor_faults() - before
+    return times, {role: n / repeats for role, n in faults.items()}
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
