@@ -143,7 +143,8 @@ def device_name(device: str) -> str:
 
 
 def run_meta(device: str, threads: int | None, dtypes: list[str], **settings: Any) -> dict[str, Any]:
-    """A run's machine, versions, settings and GEMM rates; sets torch's thread count (default: all cores)."""
+    """A run's machine, versions, settings and GEMM rates; sets torch's thread count (default: all cores) and, on a
+    CPU, keeps freed memory mapped (`keep_freed_memory`)."""
     tf = require_transformers()
     threads = threads or available_cores()
     torch.set_num_threads(threads)
