@@ -92,7 +92,7 @@ def _(shape: list[int]) -> Tensor:
 
 
 def _cpu_dropout(x: Tensor, p: float) -> Tensor:
-    """Dropout from 16 random bits per element: 4x faster than `F.dropout`, whose `bernoulli_` is most of its time
+    """Dropout from 16 random bits per element: 2.3x faster than `F.dropout`, whose `bernoulli_` is most of its time
     on a CPU. The keep probability is a multiple of 2**-16 (|error| < 8e-6) and the kept values are scaled by its
     inverse, so the expectation is exact; compiled, the compare and scale fuse into the neighbouring kernel."""
     drop = round(p * 2**16)
