@@ -8,7 +8,7 @@ import torch
 
 from convbert.cli import main
 from convbert.demo import label_subset
-from convbert.demo_report import interval
+from convbert.demo_report import at_chance, interval, judged_loss, single_class
 
 
 def test_demo_tiny_budget(tmp_path, vader_dir, capsys):
@@ -67,6 +67,33 @@ def test_interval_is_a_t_interval():
     m, h = interval([1.0, 2.0, 3.0])
     assert m == 2.0 and math.isclose(h, 4.302652729911275 * 1.0 / math.sqrt(3))
     assert interval([5.0]) == (5.0, 0.0)
+
+
+def test_at_chance_is_judged_after_the_first_epoch_or_over_the_last_stretch(tmp_path):
+    ln2 = math.log(2)
+    epochs = [  # 250 labels: evaluated after every second epoch, each entry's loss over its own epoch
+        {"epoch": 2, "step": 16, "train_loss": 0.60, "train_batches": 8, "epoch_end": True},
+        {"epoch": 4, "step": 32, "train_loss": ln2, "train_batches": 8, "epoch_end": True},
+    ]
+    assert judged_loss(epochs) == 0.60 and not at_chance({"history": epochs})
+    inside = [  # all labels: three evaluations inside the first epoch, losses over the epoch so far
+        {"epoch": 1, "step": 50, "train_loss": ln2, "train_batches": 50, "epoch_end": False},
+        {"epoch": 1, "step": 100, "train_loss": 0.66, "train_batches": 100, "epoch_end": False},
+        {"epoch": 1, "step": 150, "train_loss": 0.62, "train_batches": 150, "epoch_end": False},
+    ]
+    assert math.isclose(judged_loss(inside), (0.62 * 150 - 0.66 * 100) / 50)  # steps 101-150: 0.54
+    assert not at_chance({"history": inside})
+    one_epoch = [*inside, {"epoch": 1, "step": 250, "train_loss": 0.58, "train_batches": 250, "epoch_end": True}]
+    assert math.isclose(judged_loss(one_epoch), (0.58 * 250 - 0.62 * 150) / 100)  # steps 151-250
+    stuck = [dict(h, train_loss=ln2 + 0.001) for h in inside]
+    assert at_chance({"history": stuck})
+    assert at_chance({"history": [{"epoch": 1, "step": 5, "train_loss": ln2}]})  # an old entry: its own loss
+    for name, labels in (("one", ["pos", "pos"]), ("two", ["pos", "neg"])):
+        (tmp_path / name).mkdir()
+        rows = [json.dumps({"text": "t", "label": y, "scores": {}}) + "\n" for y in labels]
+        (tmp_path / name / "test_predictions.jsonl").write_text("".join(rows))
+    assert single_class({"config": {"out": str(tmp_path / "one")}})
+    assert not single_class({"config": {"out": str(tmp_path / "two")}})
 
 
 def test_a_finished_run_with_other_settings_is_not_reused(tmp_path):

@@ -126,6 +126,7 @@ def test_seeds_write_mean_std_median(root, tmp_path):
     for seed in (3, 4):
         m = json.loads((out / f"seed-{seed}" / "metrics.json").read_text())
         assert m["seed"] == seed and len(m["history"]) == 2 and m["steps"] == 4  # 2 batches x 2 epochs
+        assert [(h["epoch"], h["train_batches"], h["epoch_end"]) for h in m["history"]] == [(1, 2, True), (2, 2, True)]
         assert (out / f"seed-{seed}" / "best" / "model.safetensors").exists()
 
 

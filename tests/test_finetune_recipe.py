@@ -134,3 +134,23 @@ def test_readme_sequence_seeds_evaluate_predict_export(root, tmp_path, capsys): 
     pytest.importorskip("onnxruntime")
     assert run("export", "onnx", "--model", out / "best", "--output", tmp_path / "m.onnx") == 0
     assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def test_length_grouped_batches_hold_similar_lengths_and_every_row_once():
+    import numpy as np
+
+    from convbert.finetuning.inference import length_grouped
+
+    lengths = np.random.default_rng(0).integers(3, 65, 2000)
+    rows = np.random.default_rng(1).permutation(1990)  # an epoch's shuffled rows (10 left out)
+    grouped = length_grouped(rows, lengths, 32, seed=0, epoch=1)
+    assert sorted(grouped.tolist()) == sorted(rows.tolist())
+    batches = [grouped[i : i + 32] for i in range(0, len(grouped), 32)]
+    assert len(batches[-1]) == 1990 % 32  # the short batch stays last
+    spread = np.mean([np.ptp(lengths[b]) for b in batches[:-1]])
+    random_spread = np.mean([np.ptp(lengths[rows[i : i + 32]]) for i in range(0, 1984, 32)])
+    assert spread < 4 < 50 < random_spread  # 50 batches of 32 sorted from 1,600 rows: ~1 token apart
+    longest = [int(lengths[b].max()) for b in batches[:-1]]
+    assert longest != sorted(longest, reverse=True)  # the batches' order is shuffled, not long to short
+    assert np.array_equal(grouped, length_grouped(rows, lengths, 32, seed=0, epoch=1))  # resumable
+    assert not np.array_equal(grouped, length_grouped(rows, lengths, 32, seed=0, epoch=2))

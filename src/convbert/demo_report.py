@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import date
@@ -34,9 +35,26 @@ def held_out(row: dict) -> list[dict[str, float]]:
     return [{k: v[-1] for k, v in read_log(run, "eval.csv").items()} for run in row["runs"]]
 
 
+def judged_loss(history: list[dict]) -> float:
+    """The training loss a run is judged by: at its first evaluation that closes an epoch (else its last), over
+    the stretch since the evaluation before it in the same epoch, else over that epoch so far."""
+    k = next((i for i, h in enumerate(history) if h.get("epoch_end")), len(history) - 1)
+    last, prev = history[k], history[k - 1] if k else None
+    if prev is None or prev["epoch"] != last["epoch"] or "train_batches" not in last:
+        return last["train_loss"]
+    n = last["train_batches"] - prev["train_batches"]
+    return (last["train_loss"] * last["train_batches"] - prev["train_loss"] * prev["train_batches"]) / n
+
+
 def at_chance(metrics: dict) -> bool:
-    """A run that never left chance: training loss within 0.01 of ln 2 at its first evaluation."""
-    return bool(metrics["history"]) and abs(metrics["history"][0]["train_loss"] - math.log(2)) < 0.01
+    """A binary run that never left chance: its judged training loss within 0.01 of ln 2."""
+    return bool(metrics["history"]) and abs(judged_loss(metrics["history"]) - math.log(2)) < 0.01
+
+
+def single_class(metrics: dict) -> bool:
+    """A run whose test predictions are all one class."""
+    path = Path(metrics["config"]["out"]) / "test_predictions.jsonl"
+    return len({json.loads(line)["label"] for line in path.read_text().splitlines() if line}) == 1
 
 
 def summarize_runs(rows: list[dict], results: dict, label_budgets: Sequence[int | None]) -> dict[str, Any]:
@@ -52,6 +70,7 @@ def summarize_runs(rows: list[dict], results: dict, label_budgets: Sequence[int 
                 "test_macro_f1": [r["test"]["test"]["macro_f1"] for r in runs],
                 "dev_accuracy": [r["best"]["metrics"]["dev"]["accuracy"] for r in runs],
                 "at_chance": sum(map(at_chance, runs)),
+                "single_class": sum(map(single_class, runs)),
                 "seeds": [r["seed"] for r in runs],
             }
         out.append(entry)
@@ -77,7 +96,7 @@ def results_table(
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    stuck = total = 0
+    stuck = one_class = total = 0
     for row in rows:
         ev = held_out(row) if row["runs"] else []
         auc = _fmt([e["disc_auc"] for e in ev], 1.0, 3) if ev else "-"
@@ -99,12 +118,14 @@ def results_table(
         for labels in label_budgets:
             runs = results.get((row["model"], labels), [])
             cells.append(_fmt([r["test"]["test"]["accuracy"] for r in runs]) if runs else "-")
-            stuck, total = stuck + sum(map(at_chance, runs)), total + len(runs)
+            stuck, one_class = stuck + sum(map(at_chance, runs)), one_class + sum(map(single_class, runs))
+            total += len(runs)
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"{stuck} of {total} fine-tuning runs stayed at chance (training loss within 0.01 of ln 2 at "
-        "their first evaluation).",
+        f"Of {total} fine-tuning runs, {stuck} stayed at chance (training loss within 0.01 of ln 2 over their "
+        f"first epoch, or over their last stretch when they end inside it) and {one_class} predict a single class "
+        "on the test set.",
     ]
     return "\n".join(lines) + "\n"
 

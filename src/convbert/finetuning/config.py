@@ -175,6 +175,7 @@ class FinetuneConfig(TaskConfig):
     seeds: PositiveInt = 1  # runs with seeds seed .. seed + seeds - 1, and their mean/std/median
     max_steps: PositiveInt | None = None  # cap on optimizer steps (smoke runs)
     grad_accum: PositiveInt = 1  # micro-batches per optimizer step (batch_size stays the global batch of a step)
+    group_by_length: bool = False  # batches of rows of similar length (less padding), as transformers' Trainer
     eval_every_epoch: bool = True  # evaluate after every epoch, or only at the end
     eval_steps: PositiveInt | None = None  # also evaluate every N optimizer steps
     metric_for_best: str | None = None  # SPLIT/METRIC or METRIC of the first dev split that picks the best

@@ -39,6 +39,19 @@ def shard_indices(n: int, rank: int, world: int, seed: int | None = None, epoch:
     return np.resize(order, -(-n // world) * world)[rank::world]
 
 
+def length_grouped(rows: np.ndarray, lengths: np.ndarray, batch: int, seed: int, epoch: int) -> np.ndarray:
+    """`rows` reordered so that each batch of `batch` holds rows of similar length: megabatches of 50 batches
+    (consecutive in the shuffled order) sorted longest first and cut into batches, whose order is then shuffled
+    (transformers' LengthGroupedSampler, without its order from long to short)."""
+    mega = 50 * batch
+    parts = [rows[i : i + mega] for i in range(0, len(rows), mega)]
+    ordered = np.concatenate([p[np.argsort(-lengths[p], kind="stable")] for p in parts])
+    batches = [ordered[i : i + batch] for i in range(0, len(ordered), batch)]
+    last = batches.pop() if len(batches[-1]) < batch else None  # a short batch stays last, as before
+    order = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
+    return np.concatenate([batches[k] for k in order] + ([last] if last is not None else []))
+
+
 def merge_shards(parts: Sequence[tuple[np.ndarray, Outputs]], n: int) -> Outputs:
     """The outputs of rows 0..n-1, in order, from every rank's (rows, outputs); a row computed twice (the
     padding of `shard_indices`) counts once. Every row must be present."""

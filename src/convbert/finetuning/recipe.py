@@ -35,7 +35,7 @@ from ..train_utils import (
 )
 from . import run_files
 from .config import FinetuneConfig, default_epochs, resolve
-from .inference import evaluate_splits, load_head, make_batch, shard_indices
+from .inference import evaluate_splits, length_grouped, load_head, make_batch, shard_indices
 from .run_files import RunState, metric_rank
 from .task_data import Task, load_task
 
@@ -90,9 +90,12 @@ def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int
     run = run or RunState(*_selection(cfg, task))
     trainer.step = run.step
     bar = tqdm(total=total, initial=run.step, disable=not d.is_main, desc=f"{task.name} seed {seed}", unit="step")
+    lengths = task.train["attention_mask"].sum(1).numpy()
     eval_interval = -(-epochs // 10)  # short epochs: at most 10 evaluations a run (and the last epoch)
     for epoch in range(run.epoch, epochs + 1):
         rows = shard_indices(n, d.rank, d.world_size, seed, epoch)
+        if cfg.group_by_length:
+            rows = length_grouped(rows, lengths, per_rank, seed, epoch)
         starts = range(0, len(rows), per_rank)
         if run.epoch != epoch or run.batch == 0:  # a new epoch (not one resumed inside)
             run.epoch, run.batch, run.loss_sum, run.loss_count = epoch, 0, 0.0, 0.0
@@ -109,7 +112,7 @@ def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int
             epoch_end = i == len(starts) - 1 or trainer.done
             by_epoch = epoch_end and (cfg.eval_every_epoch and epoch % eval_interval == 0 or epoch == epochs)
             if by_epoch or trainer.done or (cfg.eval_steps and trainer.step % cfg.eval_steps == 0):
-                _evaluate(cfg, task, trainer, run, d)
+                _evaluate(cfg, task, trainer, run, d, epoch_end=i == len(starts) - 1)
                 run_files.checkpoint(seed_dir, trainer, run, d)
             if trainer.done or run.stopped_early:
                 break
@@ -131,8 +134,10 @@ def _selection(cfg: FinetuneConfig, task: Task) -> tuple[str, str]:
     return split or task.evals[0].name, metric
 
 
-def _evaluate(cfg: FinetuneConfig, task: Task, trainer: _Trainer, run: RunState, d: Dist) -> None:
-    """Score the dev split(s), record the evaluation, keep the weights and outputs of the best one so far."""
+def _evaluate(cfg: FinetuneConfig, task: Task, trainer: _Trainer, run: RunState, d: Dist, epoch_end: bool) -> None:
+    """Score the dev split(s), record the evaluation, keep the weights and outputs of the best one so far. The
+    entry's train_loss is the mean over the epoch's `train_batches` so far (summed over ranks); `epoch_end` says
+    whether the evaluation closes the epoch."""
     sums = all_reduce_sum({"loss": run.loss_sum, "n": run.loss_count}, d)
     metrics, outputs = evaluate_splits(trainer.model, task.kind, task.evals, d, cfg)
     lr = trainer.scheduler.get_last_lr()[0]
@@ -141,6 +146,8 @@ def _evaluate(cfg: FinetuneConfig, task: Task, trainer: _Trainer, run: RunState,
             "epoch": run.epoch,
             "step": trainer.step,
             "train_loss": sums["loss"] / max(sums["n"], 1),
+            "train_batches": int(sums["n"]),
+            "epoch_end": epoch_end,
             "lr": lr,
             "metrics": metrics,
         }  # fmt: skip
