@@ -107,3 +107,42 @@ def test_a_finished_run_with_other_settings_is_not_reused(tmp_path):
     require_same_settings(saved, {"mask_prob": 0.15, "lr": 1e-3, "device": "cuda", "tokenizer": None}, "run")
     with pytest.raises(InputError, match=r"run holds a run with other settings \(mask_prob 0.15 != 0.25\)"):
         require_same_settings(saved, {"mask_prob": 0.25, "lr": 1e-3}, "run")
+
+
+def test_workers_end_when_the_demo_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "jobs.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from convbert.demo import run_jobs\n"
+        "def job(path):\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    run_jobs(job, sys.argv[1:], 2)\n"
+    )
+    pid_files = [tmp_path / "a", tmp_path / "b"]
+    parent = subprocess.Popen([sys.executable, str(script), *map(str, pid_files)])
+    deadline = time.monotonic() + 120
+    while not all(p.exists() and p.read_text() for p in pid_files):
+        assert time.monotonic() < deadline and parent.poll() is None, "the workers did not start"
+        time.sleep(0.2)
+    workers = [int(p.read_text()) for p in pid_files]
+    parent.send_signal(signal.SIGTERM)
+    parent.wait(30)
+
+    def alive(pid: int) -> bool:
+        try:
+            state = next(ln for ln in open(f"/proc/{pid}/status") if ln.startswith("State:"))
+        except FileNotFoundError:
+            return False
+        return "Z" not in state.split()[1]  # a zombie has exited
+
+    deadline = time.monotonic() + 15
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(alive, workers)), "a worker outlived the killed demo"

@@ -28,6 +28,7 @@ import json
 import math
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -394,13 +395,22 @@ def run_jobs(fn: Callable[[Any], Any], configs: list[Any], jobs: int) -> list[tu
     slots = ctx.Queue()
     for k in range(jobs):
         slots.put(k)
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(slots,)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(slots, os.getpid())) as pool:
         return list(pool.map(_timed, [fn] * len(configs), configs))
 
 
-def _init_worker(slots: Any) -> None:
+def _init_worker(slots: Any, parent: int) -> None:
     os.environ["TQDM_POSITION"] = str(slots.get())  # tqdm reads its defaults from TQDM_* variables
     torch.set_num_threads(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End the worker once the demo is gone (killed, SIGTERM): it would otherwise finish its run and write it.
+    It leaves what any killed run leaves: checkpoints to resume from, nothing half-written."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _timed(fn: Callable[[Any], Any], config: Any) -> tuple[Any, float]:
