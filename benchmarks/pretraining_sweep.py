@@ -60,6 +60,10 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "disc20": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3, "disc_weight": 20.0}, {}),
     "mlm": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3, "objective": "mlm"}, {}),
     "electra": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3}, {"conv_type": "noconv", "head_ratio": 1}),
+    "electra-mask25": (
+        {"seq_len": 128, "batch_size": 32, "lr": 1e-3, "mask_prob": 0.25},
+        {"conv_type": "noconv", "head_ratio": 1},
+    ),
     "deep6": ({"seq_len": 128, "batch_size": 32, "lr": 1e-3}, {"num_hidden_layers": 6}),
     "wide192": (
         {"seq_len": 128, "batch_size": 32, "lr": 1e-3},
