@@ -114,7 +114,7 @@ BUDGETS = {
 }
 BudgetName = Literal[tuple(BUDGETS)]  # the keys of BUDGETS, for the CLI
 # the mini's fine-tuning settings. lr 1e-3 without layer decay: 2e-3 measured best at 1,000 labels over 600 steps
-# (benchmarks/pretraining_sweep.py), but in the demo's 100-250 steps it left 4 of 45 runs at chance (3 of them
+# (benchmarks/pretraining_sweep.py), but in the demo's 100-250 steps it left 4 of 45 runs at chance (all of them
 # with all labels, on pretrained and random-init minis alike), and 1e-3 took each of those off it. Evaluated every
 # 50 steps and at the end, the best kept; batches grouped by length (1.4x faster here: the sentences average 31
 # tokens, a random batch's longest 58).
