@@ -65,10 +65,10 @@ def probe_model(model_dir: str, texts: dict[str, list[str]], y: dict[str, np.nda
     """Per feature (L0 .. Ln mean-pooled, top [CLS]): test accuracies with 1,000 labels (DRAWS) and all labels."""
     f = {k: features(model_dir, v) for k, v in texts.items()}
     n_layers = f["train"].shape[1] - 2
+    draws = [np.random.default_rng([draw, 1000]).permutation(len(y["train"]))[:1000] for draw in range(DRAWS)]
     out = {}
     for j, name in enumerate([f"L{i} mean" for i in range(n_layers + 1)] + ["top [CLS]"]):
         x = {k: v[:, j] for k, v in f.items()}
-        draws = [np.random.default_rng([draw, 1000]).permutation(len(y["train"]))[:1000] for draw in range(DRAWS)]
         out[name] = {
             "1000": [probe(x, y, rows) for rows in draws],
             "all": [probe(x, y, np.arange(len(y["train"])))],

@@ -192,9 +192,10 @@ def run_demo(cfg: DemoConfig) -> str:
     if cfg.minilm:
         rows.append(minilm_row(out, data_dir, cfg.minilm_seeds or budget.finetune_seeds))
     results = finetune_rows(out, budget, rows, splits, cfg.device, jobs)
-    atomic_write_json(out / "results.json", summarize_runs(rows, results, budget.label_budgets))
+    summary = summarize_runs(rows, results, budget.label_budgets)
+    atomic_write_json(out / "results.json", summary)
     title = results_title(cfg.budget, budget, jobs, time.perf_counter() - t_start)
-    table = results_table(rows, results, title, budget.label_budgets, budget.finetune_seeds)
+    table = results_table(rows, summary, title, budget.label_budgets, budget.finetune_seeds)
     atomic_write_text(out / "results.md", table)
     plot_pretraining(rows, out / "pretraining_curves.png")
     plot_learning_curve(rows, results, budget.label_budgets, splits["train"], out / "learning_curve.png")

@@ -78,9 +78,13 @@ def summarize_runs(rows: list[dict], results: dict, label_budgets: Sequence[int 
 
 
 def results_table(
-    rows: list[dict], results: dict, title: list[str], label_budgets: Sequence[int | None], finetune_seeds: int
+    rows: list[dict],
+    summary: dict[str, Any],
+    title: list[str],
+    label_budgets: Sequence[int | None],
+    finetune_seeds: int,
 ) -> str:
-    """The markdown results table under `title` (its first lines)."""
+    """The markdown results table under `title` (its first lines), from `summarize_runs`' summary of the rows."""
     head = [
         "model",
         "parameters",
@@ -97,8 +101,8 @@ def results_table(
         "|" + "---|" * len(head),
     ]
     stuck = one_class = total = 0
-    for row in rows:
-        ev = held_out(row) if row["runs"] else []
+    for row, entry in zip(rows, summary["rows"], strict=True):
+        ev = entry.get("held_out", [])
         auc = _fmt([e["disc_auc"] for e in ev], 1.0, 3) if ev else "-"
         loss = " / ".join(f"{np.mean([e[k] for e in ev]):.3f}" for k in ("disc_loss", "constant_loss")) if ev else "-"
         wall = float(np.mean(row["wall_s"])) / 60
@@ -116,10 +120,10 @@ def results_table(
             loss,
         ]
         for labels in label_budgets:
-            runs = results.get((row["model"], labels), [])
-            cells.append(_fmt([r["test"]["test"]["accuracy"] for r in runs]) if runs else "-")
-            stuck, one_class = stuck + sum(map(at_chance, runs)), one_class + sum(map(single_class, runs))
-            total += len(runs)
+            runs = entry[f"labels={labels or 'all'}"]
+            cells.append(_fmt(runs["test_accuracy"]) if runs["test_accuracy"] else "-")
+            stuck, one_class = stuck + runs["at_chance"], one_class + runs["single_class"]
+            total += len(runs["test_accuracy"])
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -90,7 +90,7 @@ def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int
     run = run or RunState(*_selection(cfg, task))
     trainer.step = run.step
     bar = tqdm(total=total, initial=run.step, disable=not d.is_main, desc=f"{task.name} seed {seed}", unit="step")
-    lengths = task.train["attention_mask"].sum(1).numpy()
+    lengths = task.train["attention_mask"].sum(1).numpy() if cfg.group_by_length else None
     eval_interval = -(-epochs // 10)  # short epochs: at most 10 evaluations a run (and the last epoch)
     for epoch in range(run.epoch, epochs + 1):
         rows = shard_indices(n, d.rank, d.world_size, seed, epoch)
@@ -109,10 +109,10 @@ def train_run(cfg: FinetuneConfig, task: Task, tok: ConvBertTokenizer, seed: int
             )
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
-            epoch_end = i == len(starts) - 1 or trainer.done
+            epoch_end = i == len(starts) - 1
             by_epoch = epoch_end and (cfg.eval_every_epoch and epoch % eval_interval == 0 or epoch == epochs)
             if by_epoch or trainer.done or (cfg.eval_steps and trainer.step % cfg.eval_steps == 0):
-                _evaluate(cfg, task, trainer, run, d, epoch_end=i == len(starts) - 1)
+                _evaluate(cfg, task, trainer, run, d, epoch_end)
                 run_files.checkpoint(seed_dir, trainer, run, d)
             if trainer.done or run.stopped_early:
                 break
