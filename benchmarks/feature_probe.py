@@ -32,7 +32,20 @@ DRAWS = 3  # label subsets of the 1,000-label budget
 
 
 def read_split(data: Path, name: str) -> tuple[list[str], np.ndarray]:
-    rows = [json.loads(line) for line in (data / f"sentiment-{name}.jsonl").read_text().splitlines() if line]
+    path = data / f"sentiment-{name}.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file (--data is the demo's data dir, OUT/default/data)")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise SystemExit(f"{path}:{n}: not JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or row.get("label") not in ("pos", "neg"):
+            raise SystemExit(f"{path}:{n}: expected an object with a string text and a label pos or neg")
+        rows.append(row)
     return [r["text"] for r in rows], np.array([r["label"] == "pos" for r in rows])
 
 
@@ -113,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     texts, y = {}, {}
     for split in ("train", "dev", "test"):
         texts[split], y[split] = read_split(args.data, split)
+    for spec in args.models:
+        if "=" not in spec or not Path(spec.partition("=")[2], "config.json").is_file():
+            raise SystemExit(f"{spec}: expected NAME=DIR, DIR a model dir with config.json")
     results = {}
     for spec in args.models:
         name, _, model_dir = spec.partition("=")

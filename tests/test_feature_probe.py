@@ -48,3 +48,14 @@ def test_probe_reads_word_identity_from_a_random_encoder_and_nothing_from_noise(
         accuracy[name] = result["L0 mean"]["1000"]
     assert min(accuracy["signal"]) > 0.9  # the embeddings' mean keeps which of the two words is there
     assert max(accuracy["noise"]) < 0.65  # shuffled labels: chance
+
+
+def test_bad_input_names_the_file_and_line(tmp_path):
+    import pytest
+
+    (tmp_path / "sentiment-train.jsonl").write_text('{"text": "a", "label": "pos"}\n{"text": 3, "label": "pos"}\n')
+    with pytest.raises(SystemExit, match=r"sentiment-train.jsonl:2: expected an object"):
+        feature_probe.main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), f"m={tmp_path}"])
+    with pytest.raises(SystemExit, match=r"sentiment-train.jsonl: no such file"):
+        feature_probe.main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "out"), f"m={tmp_path}"])
+    assert not (tmp_path / "out").exists()
