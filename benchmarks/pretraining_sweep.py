@@ -12,6 +12,9 @@ the same for every model). Random init is fine-tuned the same way. Runs go two a
     .venv/bin/python benchmarks/pretraining_sweep.py --recipes base nodrop --flops 5e13 --points 4
     .venv/bin/python benchmarks/pretraining_sweep.py --report    # the tables of what has run
 
+`--demo-finetune` fine-tunes with the demo's short recipe instead, so that a long run lines up with the demo's
+table; `--no-pretrain` fine-tunes the checkpoints a run still under way has saved so far (in another process).
+
 Writes OUT/results.jsonl (a line per fine-tuning run and per held-out evaluation) and OUT/results.md.
 """
 
@@ -29,7 +32,7 @@ from safetensors.torch import load_file
 
 from convbert.checkpoints import find_checkpoints
 from convbert.config import ConvBertConfig
-from convbert.demo import finetune_or_reuse, label_subset, pretrain_or_reuse, run_jobs, write_data
+from convbert.demo import BUDGETS, FINETUNE, finetune_or_reuse, label_subset, pretrain_or_reuse, run_jobs, write_data
 from convbert.demo_report import interval
 from convbert.fileio import atomic_write_text
 from convbert.finetuning.config import FinetuneConfig
@@ -38,6 +41,7 @@ from convbert.model import ConvBertModel
 from convbert.pretraining.config import PretrainConfig
 from convbert.pretraining.data import prepare
 from convbert.pretraining.objective import generator_config
+from convbert.pretraining.recipe import build_configs
 from convbert.tokenizer import ConvBertTokenizer
 from convbert.tools import corpora, fetch
 from convbert.tools.plots import read_log
@@ -121,17 +125,17 @@ def pretrain_jobs(
 
 
 def checkpoint_model(run: Path, step: int, tok: ConvBertTokenizer) -> Path:
-    """The discriminator's encoder (the generator's, for the MLM objective) at a checkpoint, as a model dir."""
+    """The discriminator's encoder (the generator's, for the MLM objective) at a checkpoint, as a model dir; the
+    run may still be under way."""
     dest = run / f"model-{step:08d}"
     if (dest / "config.json").exists():
         return dest
-    cfg = json.loads((run / "run_config.json").read_text())
-    role = "discriminator" if cfg["objective"] == "electra" else "generator"  # exported at the end of the run
+    cfg = PretrainConfig(**json.loads((run / "run_config.json").read_text()))
+    role = "discriminator" if cfg.objective == "electra" else "generator"  # full size in MLM mode
+    config, _ = build_configs(cfg, tok.vocab_size, 0)
     weights = load_file(str(run / f"step-{step:08d}" / "model.safetensors"))
     prefix = f"{role}.convbert."
-    config = ConvBertConfig.from_json_file(
-        run / role / "config.json"
-    )  # fine-tuning with the usual dropout, pretrained with or without
+    # fine-tuned with the usual dropout, pretrained with or without
     model = ConvBertModel(config.replace(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
     model.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
     model.save_pretrained(dest, tokenizer=tok)
@@ -290,7 +294,17 @@ def main() -> int:
     p.add_argument("--threads", type=int, help="torch threads of an in-process run (--jobs 1)")
     p.add_argument("--finetune-lr", type=float, help="default: convbert finetune's")
     p.add_argument("--layer-decay", type=float, help="default: convbert finetune's")
+    p.add_argument(
+        "--demo-finetune",
+        action="store_true",
+        help="fine-tune with the demo's short recipe (demo.FINETUNE, its default budget's 100-250 steps) instead",
+    )
     p.add_argument("--steps", type=int, nargs="*", help="fine-tune only these checkpoint steps")
+    p.add_argument(
+        "--no-pretrain",
+        action="store_true",
+        help="fine-tune the checkpoints saved so far without training further (a long run still under way)",
+    )
     p.add_argument("--report", action="store_true", help="only print the tables of what has run (and plot)")
     args = p.parse_args()
     out = args.out
@@ -299,6 +313,12 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     recipe = {k: v for k, v in (("lr", args.finetune_lr), ("layer_decay", args.layer_decay)) if v is not None}
     recipe_ft = "-".join(f"{k}{v:g}" for k, v in recipe.items()) or "defaults"
+    if args.demo_finetune:
+        if recipe:
+            p.error("--demo-finetune sets the learning rate and layer decay itself")
+        short = BUDGETS["default"]
+        recipe = {**FINETUNE, "min_steps": short.finetune_min_steps, "max_steps": short.finetune_max_steps}
+        recipe_ft = "demo"
     if args.report:
         print(report(out))
         print(plot_crossover(out, args.recipes, args.budgets, recipe_ft))
@@ -308,7 +328,12 @@ def main() -> int:
     splits, tok_dir, shards = build_data(out, args.corpora, seq_lens)
     tok = ConvBertTokenizer.from_pretrained(tok_dir)
     jobs = pretrain_jobs(args.recipes, args.flops, args.points, shards, tok, out, args.pretrain_seed)
-    run_jobs(pretrain_or_reuse, [cfg for _, cfg, _ in jobs], args.jobs)
+    if args.no_pretrain:
+        missing = [cfg.out for _, cfg, _ in jobs if not find_checkpoints(Path(cfg.out))]
+        if missing:
+            p.error(f"--no-pretrain: no checkpoint in {', '.join(missing)}")
+    else:
+        run_jobs(pretrain_or_reuse, [cfg for _, cfg, _ in jobs], args.jobs)
     ft: list[tuple[dict, FinetuneConfig]] = []
     for name, cfg, _ in jobs:
         run = Path(cfg.out)
@@ -320,7 +345,8 @@ def main() -> int:
                 for i in range(len(evals["step"]))
             ],
         )
-        step_flops = read_log(run)["train_flops"][-1] / cfg.max_steps
+        log = read_log(run)
+        step_flops = log["train_flops"][-1] / log["step"][-1]
         saved = sorted(int(p.name.split("-")[1]) for p in find_checkpoints(run))
         marks = [m for k, m in enumerate(saved) if k + 1 == len(saved) or saved[k + 1] - m > 0.01 * cfg.max_steps]
         for step in marks:

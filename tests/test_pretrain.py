@@ -507,3 +507,36 @@ def test_run_config_reruns_the_same_run(corpus, tmp_path):
     assert json.loads((again / "run_config.json").read_text()) == {**saved, "out": str(again)}
     for a, b in zip(final_weights(first), final_weights(again)):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_sweep_exports_any_checkpoint_of_a_run_still_under_way(corpus, tmp_path):
+    import shutil
+
+    spec = importlib.util.spec_from_file_location(
+        "pretraining_sweep", Path(__file__).parents[1] / "benchmarks" / "pretraining_sweep.py"
+    )
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    run = tmp_path / "run"
+    cfg = PretrainConfig(
+        data=str(corpus / "shards"),
+        out=str(run),
+        preset="tiny",
+        model={"num_hidden_layers": 1, "hidden_dropout_prob": 0.0},
+        batch_size=4,
+        max_steps=4,
+        save_every=2,
+        log_every=2,
+        lr=1e-2,
+    )
+    pretrain(cfg)
+    final = ConvBertModel.from_pretrained(run / "discriminator")  # what the finished run exports
+    shutil.rmtree(run / "discriminator")  # as in a run still under way
+    shutil.rmtree(run / "generator")
+    tok = ConvBertTokenizer.from_pretrained(corpus / "tok")
+    mid, end = (ConvBertModel.from_pretrained(sweep.checkpoint_model(run, s, tok)) for s in (2, 4))
+    assert end.config.num_hidden_layers == 1 and end.config.hidden_dropout_prob == 0.1  # fine-tuning's dropout
+    expected = final.state_dict()
+    assert end.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in end.state_dict().items())
+    assert not all(torch.equal(v, expected[k]) for k, v in mid.state_dict().items())
