@@ -282,7 +282,7 @@ def plot_crossover(out: Path, recipes: list[str], budgets: list[str], recipe_ft:
         ax.set_title(f"{budget} labels (fine-tuning: {recipe_ft})")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "crossover.png"
+    path = out / f"crossover-{recipe_ft}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
