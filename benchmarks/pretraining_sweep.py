@@ -137,7 +137,7 @@ def checkpoint_model(run: Path, step: int, tok: ConvBertTokenizer) -> Path:
         return dest
     cfg = PretrainConfig(**json.loads((run / "run_config.json").read_text()))
     role = "discriminator" if cfg.objective == "electra" else "generator"  # full size in MLM mode
-    config, _ = build_configs(cfg, tok.vocab_size, 0)
+    config, _ = build_configs(cfg, tok.vocab_size, seq_len=0)  # the shards were checked when the run began
     weights = load_file(str(run / f"step-{step:08d}" / "model.safetensors"))
     prefix = f"{role}.convbert."
     # fine-tuned with the usual dropout, pretrained with or without
